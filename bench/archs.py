@@ -1,0 +1,154 @@
+"""Architectures, registered by name. Every model takes pixels in [0, 1]: a parameter-free
+``Normalize`` layer is the first module, so attacks and methods work in pixel space.
+
+* ``smallcnn``        a ~0.1 M-parameter CNN for the embedded 8x8 data and small inputs.
+* ``resnet18_cifar``  the CIFAR ResNet-18 of the L2UL code: torchvision-style ResNet-18 with a
+  3x3 stride-1 stem (no bias) + BN + ReLU, the 3x3 stride-2 max-pool kept, [2,2,2,2] basic
+  blocks of widths 64..512, Kaiming-normal (fan_out) init (spec section 1.7).
+* ``resnet50_cifar``  the pytorch-cifar100 ResNet-50: 3x3 stride-1 stem, no max-pool,
+  bottleneck stages [3,4,6,3] with strides 1,2,2,2.
+* ``resnet18_tv``     torchvision's ImageNet-style ResNet-18 trained from scratch (the
+  Nabla-tau setting).
+* ``tv_resnet50``     torchvision's ImageNet ResNet-50, with its IMAGENET1K_V1 weights when
+  the recipe says ``pretrained`` (they must be in the torch hub cache when offline).
+* ``timm/<name>``     any timm model (``timm.create_model(name, num_classes=..)``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from bench.errors import BenchError
+from bench.registry import Registry
+
+ARCHS = Registry("arch")
+register_arch = ARCHS.register
+
+
+class Normalize(nn.Module):
+    """(x - mean) / std with fixed buffers: the model's first layer."""
+
+    def __init__(self, mean, std):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+
+    def forward(self, x):
+        return (x - self.mean) / self.std
+
+
+class Classifier(nn.Module):
+    """``Normalize`` followed by a backbone; ``features`` exposes the penultimate layer."""
+
+    def __init__(self, net: nn.Module, mean, std):
+        super().__init__()
+        self.norm = Normalize(mean, std)
+        self.net = net
+
+    def forward(self, x):
+        return self.net(self.norm(x))
+
+
+@register_arch("smallcnn", params="~0.1M")
+def small_cnn(num_classes: int, in_shape: tuple[int, int, int], pretrained: bool = False):
+    """Conv(32)-BN-ReLU, Conv(64)-BN-ReLU, max-pool, Conv(128)-BN-ReLU, global avg-pool, FC."""
+    c = in_shape[0]
+    return nn.Sequential(
+        nn.Conv2d(c, 32, 3, padding=1, bias=False), nn.BatchNorm2d(32), nn.ReLU(inplace=True),
+        nn.Conv2d(32, 64, 3, padding=1, bias=False), nn.BatchNorm2d(64), nn.ReLU(inplace=True),
+        nn.MaxPool2d(2),
+        nn.Conv2d(64, 128, 3, padding=1, bias=False), nn.BatchNorm2d(128), nn.ReLU(inplace=True),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(128, num_classes),
+    )
+
+
+def _cifar_stem(resnet: nn.Module, in_ch: int, keep_maxpool: bool) -> nn.Module:
+    resnet.conv1 = nn.Conv2d(in_ch, 64, 3, stride=1, padding=1, bias=False)
+    nn.init.kaiming_normal_(resnet.conv1.weight, mode="fan_out", nonlinearity="relu")
+    if not keep_maxpool:
+        resnet.maxpool = nn.Identity()
+    return resnet
+
+
+@register_arch("resnet18_cifar", params="11.2M")
+def resnet18_cifar(num_classes: int, in_shape, pretrained: bool = False):
+    """L2UL's CIFAR-10 ResNet-18 (3x3 stride-1 stem, max-pool kept)."""
+    from torchvision.models import resnet18
+
+    return _cifar_stem(resnet18(num_classes=num_classes), in_shape[0], keep_maxpool=True)
+
+
+@register_arch("resnet50_cifar", params="23.7M")
+def resnet50_cifar(num_classes: int, in_shape, pretrained: bool = False):
+    """L2UL's CIFAR-100 ResNet-50 (pytorch-cifar100 style: 3x3 stride-1 stem, no max-pool)."""
+    from torchvision.models import resnet50
+
+    return _cifar_stem(resnet50(num_classes=num_classes), in_shape[0], keep_maxpool=False)
+
+
+@register_arch("resnet18_tv", params="11.2M")
+def resnet18_tv(num_classes: int, in_shape, pretrained: bool = False):
+    """torchvision ResNet-18 (7x7 stride-2 stem + max-pool), from scratch: the Nabla-tau model."""
+    from torchvision.models import resnet18
+
+    return resnet18(num_classes=num_classes)
+
+
+@register_arch("tv_resnet50", params="25.6M")
+def tv_resnet50(num_classes: int, in_shape, pretrained: bool = False):
+    """torchvision ImageNet ResNet-50; ``pretrained`` loads IMAGENET1K_V1 (L2UL's ImageNet model)."""
+    from torchvision.models import ResNet50_Weights, resnet50
+
+    if not pretrained:
+        return resnet50(num_classes=num_classes)
+    if num_classes != 1000:
+        raise BenchError("tv_resnet50 with pretrained weights has 1000 classes (ImageNet-1K)")
+    try:
+        return resnet50(weights=ResNet50_Weights.IMAGENET1K_V1)
+    except (OSError, RuntimeError) as exc:  # URLError is an OSError
+        hub = os.path.join(torch.hub.get_dir(), "checkpoints")
+        raise BenchError(
+            f"cannot load torchvision's ResNet-50 ImageNet weights ({exc.__class__.__name__}): "
+            f"put {ResNet50_Weights.IMAGENET1K_V1.url.rsplit('/', 1)[-1]} in {hub} "
+            f"(or set TORCH_HOME) on a machine without network"
+        ) from None
+
+
+def _timm(name: str) -> Callable:
+    def build(num_classes: int, in_shape, pretrained: bool = False):
+        import timm
+
+        if pretrained:
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never hang ~47 s retrying offline
+        try:
+            return timm.create_model(name, pretrained=pretrained, num_classes=num_classes,
+                                     in_chans=in_shape[0])
+        except RuntimeError as exc:
+            if "Unknown model" in str(exc):
+                near = timm.list_models(f"*{name.split('_')[0]}*")[:5]
+                raise BenchError(f"timm has no model {name!r}; similar: {', '.join(near)}") from None
+            raise BenchError(f"timm could not build {name!r}: {exc}") from None
+        except OSError as exc:
+            raise BenchError(f"timm could not load pretrained weights for {name!r} offline "
+                             f"({exc}); put them in the Hugging Face cache or use "
+                             f"pretrained=False") from None
+
+    return build
+
+
+def build_model(arch: str, num_classes: int, in_shape, mean, std,
+                pretrained: bool = False) -> Classifier:
+    """Build a registered architecture (or ``timm/<name>``) wrapped with its normalization."""
+    if arch.startswith("timm/"):
+        net = _timm(arch[5:])(num_classes, in_shape, pretrained)
+    else:
+        net = ARCHS.get(arch)(num_classes, in_shape, pretrained)
+    return Classifier(net, mean, std)
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,86 @@
+"""Carving a dataset for one run: validation hold-out, CPU-sized subsets, and forget sets.
+
+Forget-set selection follows the L2UL protocol: one permutation of the train positions,
+seeded by the run's forget seed; instance forget sets are its first ``k`` entries, so sets of
+growing ``k`` are nested prefixes (and so are random fractions). Class forgetting takes every
+train instance of the listed classes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from bench.data.datasets import DatasetBundle
+from bench.errors import BenchError
+from bench.spec import DataSpec, ForgetSpec
+
+
+@dataclass
+class Carved:
+    """Indices into the bundle's splits: ``train`` (after the validation hold-out and subset),
+    ``val`` (held out of train, possibly empty) and ``test``."""
+
+    bundle: DatasetBundle
+    train: Tensor
+    val: Tensor
+    test: Tensor
+
+
+def carve(bundle: DatasetBundle, spec: DataSpec) -> Carved:
+    n_train = len(bundle.train)
+    all_train = np.arange(n_train)
+    val = np.array([], dtype=np.int64)
+    if spec.val_fraction:
+        if not 0 < spec.val_fraction < 1:
+            raise BenchError(f"val_fraction must be in (0, 1), got {spec.val_fraction}")
+        from sklearn.model_selection import train_test_split
+
+        all_train, val = train_test_split(
+            all_train, test_size=spec.val_fraction, random_state=spec.split_seed,
+            stratify=bundle.train.targets.numpy(),
+        )
+    train = _subset(np.sort(all_train), spec.train_subset, spec.split_seed, "train_subset")
+    test = _subset(np.arange(len(bundle.test)), spec.test_subset, spec.split_seed + 1,
+                   "test_subset")
+    return Carved(bundle, torch.from_numpy(train).long(), torch.from_numpy(np.sort(val)).long(),
+                  torch.from_numpy(test).long())
+
+
+def _subset(idx: np.ndarray, n: int | None, seed: int, what: str) -> np.ndarray:
+    if n is None or n >= len(idx):
+        return idx
+    if n < 1:
+        raise BenchError(f"{what} must be >= 1 (got {n})")
+    perm = np.random.default_rng(seed).permutation(len(idx))[:n]
+    return np.sort(idx[perm])
+
+
+def select_forget(train_targets: Tensor, spec: ForgetSpec, seed: int) -> Tensor:
+    """Positions (0..len(train)-1, sorted) of the forget set within the carved train split."""
+    n = train_targets.numel()
+    if spec.kind == "class":
+        bad = [c for c in spec.classes or () if not 0 <= c < int(train_targets.max()) + 1]
+        if bad:
+            raise BenchError(f"forget classes {bad} do not exist (classes are 0..{int(train_targets.max())})")
+        mask = torch.zeros(n, dtype=torch.bool)
+        for c in spec.classes or ():
+            mask |= train_targets == c
+        return mask.nonzero().flatten()
+    k = spec.k if spec.kind == "instance" else round((spec.fraction or 0) * n)
+    if k is None or k < 1:
+        raise BenchError(f"forget set {spec.label} is empty on a train split of {n}")
+    if k >= n:
+        raise BenchError(f"forget set {spec.label} needs {k} instances but the train split has "
+                         f"only {n}: choose a smaller k")
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    return perm[:k].sort().values
+
+
+def retain_positions(n: int, forget: Tensor) -> Tensor:
+    mask = torch.ones(n, dtype=torch.bool)
+    mask[forget] = False
+    return mask.nonzero().flatten()

@@ -1,0 +1,177 @@
+"""The method interface: ``fn(model, data, hp, ctx) -> model``.
+
+* ``data`` (:class:`UnlearnData`) holds the forget set and, only when the method declares it
+  needs them, the retain and validation sets. Undeclared sets are :class:`Withheld`: touching
+  them raises, so a method cannot silently use data it claims not to need.
+* ``hp`` is the method's own frozen dataclass of hyperparameters with paper defaults.
+* ``ctx`` (:class:`Context`) gives the device, a seeded CPU generator, the pretraining recipe
+  (for retraining), and counters (steps, cap hit, extra scalars) that end up in the records.
+
+A method never reads files, picks devices or seeds itself. Register with
+``@register_method("name", hparams=MyHP, needs=("forget", "retain"))``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import importlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from bench.data import View
+from bench.errors import BenchError
+from bench.registry import Registry, load_entry_point_methods
+from bench.spec import Recipe
+
+DATA_KINDS = ("forget", "retain", "val")
+
+
+def _load_methods() -> None:
+    importlib.import_module("methods")
+    load_entry_point_methods(METHODS)
+
+
+METHODS = Registry("method", loader=_load_methods)
+
+
+@dataclass(frozen=True)
+class NoHParams:
+    """For methods without hyperparameters."""
+
+
+def register_method(name: str, *, hparams: type = NoHParams,
+                    needs: tuple[str, ...] | Callable[[Any], tuple[str, ...]] = ("forget",),
+                    special_pretraining: str | None = None, summary: str = "",
+                    **meta: Any) -> Callable:
+    """Register an unlearning method.
+
+    ``needs`` lists the data the method may see (``forget``, ``retain``, ``val``), or is a
+    function of the hyperparameters returning that list (e.g. a ``use_retain`` switch).
+    ``special_pretraining`` names a pretraining variant the method requires (e.g. mnemonic
+    codes).
+    """
+    if not (dataclasses.is_dataclass(hparams) and hparams.__dataclass_params__.frozen):
+        raise BenchError(f"method {name!r}: hparams must be a frozen dataclass")
+
+    def deco(fn: Callable) -> Callable:
+        METHODS.add(name, fn, hparams=hparams, needs=needs,
+                    special_pretraining=special_pretraining,
+                    summary=summary or (fn.__doc__ or "").strip().split("\n")[0], **meta)
+        return fn
+
+    return deco
+
+
+def method_needs(name: str, hp: Any) -> tuple[str, ...]:
+    needs = METHODS.entry(name).meta.get("needs", ("forget",))
+    needs = tuple(needs(hp)) if callable(needs) else tuple(needs)
+    bad = [n for n in needs if n not in DATA_KINDS]
+    if bad:
+        raise BenchError(f"method {name!r} declares unknown data needs {bad}; use {DATA_KINDS}")
+    return needs
+
+
+def make_hparams(name: str, overrides: dict[str, Any] | None = None) -> Any:
+    """The method's hyperparameter dataclass with its defaults, updated by ``overrides``
+    (values are coerced to the field's default type, so CLI strings work)."""
+    cls = METHODS.entry(name).meta["hparams"]
+    overrides = dict(overrides or {})
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in overrides.items():
+        if key not in fields:
+            near = difflib.get_close_matches(key, list(fields), n=3)
+            hint = f"did you mean {', '.join(near)}?" if near else f"known: {', '.join(fields)}"
+            raise BenchError(f"method {name!r} has no hyperparameter {key!r}: {hint}")
+        kwargs[key] = _coerce(value, fields[key], cls)
+    return cls(**kwargs)
+
+
+def _coerce(value: Any, f: dataclasses.Field, cls: type) -> Any:
+    default = f.default if f.default is not dataclasses.MISSING else None
+    if not isinstance(value, str) or default is None or isinstance(default, str):
+        return value
+    try:
+        if isinstance(default, bool):
+            if value.lower() in ("1", "true", "yes", "on"):
+                return True
+            if value.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(value)
+        return type(default)(value)
+    except ValueError:
+        raise BenchError(f"{cls.__name__}.{f.name} expects {type(default).__name__}, "
+                         f"got {value!r}") from None
+
+
+class Withheld:
+    """Placeholder for data a method did not declare; any use raises with the fix."""
+
+    def __init__(self, what: str, method: str):
+        self._what, self._method = what, method
+
+    def __bool__(self) -> bool:
+        return False
+
+    def __len__(self) -> int:
+        raise PermissionError(self._msg())
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        raise PermissionError(self._msg())
+
+    def __iter__(self):
+        raise PermissionError(self._msg())
+
+    def _msg(self) -> str:
+        return (f"method {self._method!r} used the {self._what} set without declaring it: add "
+                f"{self._what!r} to needs= in its @register_method")
+
+
+@dataclass
+class UnlearnData:
+    forget: View
+    retain: View | Withheld
+    val: View | Withheld
+    num_classes: int
+
+
+@dataclass
+class Context:
+    """What a method may use besides model, data and hyperparameters."""
+
+    device: torch.device
+    seed: int
+    generator: torch.Generator
+    recipe: Recipe
+    num_classes: int
+    method: str = ""
+    trainer: Callable[[View], tuple[nn.Module, int]] | None = None
+    log: Callable[[str], None] = lambda msg: None
+    steps: int = 0
+    cap_hit: bool = False
+    extra: dict[str, float] = field(default_factory=dict)
+    _t0: float = field(default_factory=time.perf_counter)
+
+    def train_from_scratch(self, view: View) -> nn.Module:
+        """A fresh model trained with the pretraining recipe from the run's train seed on
+        ``view`` (what ``retrain`` does); its optimizer steps are counted."""
+        if self.trainer is None:
+            raise RuntimeError("this context has no trainer (the protocol provides one)")
+        model, steps = self.trainer(view)
+        self.step(steps)
+        return model
+
+    def step(self, n: int = 1) -> None:
+        self.steps += n
+
+    def report(self, name: str, value: float) -> None:
+        """Record a method-specific scalar (``stage=unlearn``) in the run's records."""
+        self.extra[name] = float(value)

@@ -1,0 +1,285 @@
+"""The common protocol: pretrain (cached) -> select forget set -> unlearn -> evaluate -> records.
+
+``execute(spec, env)`` never raises for a failing run: it records the failure (``status:
+failed`` with the error) so that a suite goes on; ``run(spec, env)`` is the raising core.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import fcntl
+import json
+import logging
+import os
+import time
+import traceback
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from bench.data import Carved, Locations, View, carve, load_dataset, retain_positions, select_forget
+from bench.errors import BenchError
+from bench.method import METHODS, Context, UnlearnData, Withheld, make_hparams, method_needs
+from bench.metrics import evaluate
+from bench.records import atomic_torch_save, code_version, hardware, run_status, write_records
+from bench.spec import RunSpec, stable_hash
+from bench.train import TRAIN_CODE_VERSION, fresh_model, train
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Env:
+    """Where things are and what runs them: not part of any run's identity."""
+
+    out: Path
+    cache: Path | None = None
+    data_root: Path | None = None
+    download: bool = False
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    def __post_init__(self) -> None:
+        self.out = Path(self.out)
+        self.cache = Path(self.cache) if self.cache else Path(
+            os.environ.get("BENCH_CACHE") or self.out / "cache")
+        if isinstance(self.device, str):
+            self.device = torch.device(self.device)
+
+    @property
+    def locations(self) -> Locations:
+        return Locations(self.data_root, self.cache, self.download)
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+# ---------------------------------------------------------------------------------------
+# pretraining cache
+
+
+def pretrain_key(spec: RunSpec, n_train: int) -> str:
+    special = METHODS.entry(spec.method).meta.get("special_pretraining")
+    return stable_hash({
+        "data": spec.data, "n_train": n_train, "arch": spec.arch, "recipe": spec.recipe,
+        "train_seed": spec.train_seed, "train_code": TRAIN_CODE_VERSION, "special": special,
+    })
+
+
+@contextlib.contextmanager
+def file_lock(path: Path):
+    """An exclusive advisory lock, so that concurrent processes never build the same model."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def pretrained_model(spec: RunSpec, carved: Carved, env: Env) -> tuple[nn.Module, dict]:
+    """The pretrained model for ``spec``, trained once and cached by content hash."""
+    key = pretrain_key(spec, len(carved.train))
+    path = env.cache / "models" / f"pretrain-{key}.pt"
+    bundle = carved.bundle
+    with file_lock(path.with_suffix(".lock")):
+        if path.exists():
+            blob = torch.load(path, map_location="cpu", weights_only=True)
+            model = fresh_model(bundle, spec.arch, spec.train_seed)
+            model.load_state_dict(blob["state_dict"])
+            return model.to(env.device).eval(), {**blob["info"], "cached": True}
+        t0 = time.perf_counter()
+        model = fresh_model(bundle, spec.arch, spec.train_seed, pretrained=spec.recipe.pretrained)
+        view = View(bundle.train, carved.train, env.device, "train")
+        steps = train(model, view, spec.recipe, spec.train_seed) if spec.recipe.epochs else 0
+        info = {"key": key, "seconds": time.perf_counter() - t0, "steps": steps,
+                "code_version": code_version()}
+        atomic_torch_save({"state_dict": {k: v.cpu() for k, v in model.state_dict().items()},
+                           "info": info, "spec": json.loads(json.dumps(
+                               dataclasses.asdict(spec.recipe)))}, path)
+        return model.eval(), {**info, "cached": False}
+
+
+# ---------------------------------------------------------------------------------------
+# one run
+
+
+def resolve_hparams(spec: RunSpec) -> Any:
+    return make_hparams(spec.method, spec.hparams_dict)
+
+
+def run(spec: RunSpec, env: Env) -> list[dict[str, Any]]:
+    """Execute one run and return its record rows (raises on failure)."""
+    entry = METHODS.entry(spec.method)
+    hp = resolve_hparams(spec)
+    needs = method_needs(spec.method, hp)
+    bundle = load_dataset(spec.data.name, env.locations)
+    carved = carve(bundle, spec.data)
+    dev = env.device
+    model0, pre_info = pretrained_model(spec, carved, env)
+
+    n_train = len(carved.train)
+    requests = spec.requests if spec.scenario == "continual" else 1
+    forget_all = _forget_positions(carved, spec, requests)
+    train_view = View(bundle.train, carved.train, dev, "train")
+    test_view = View(bundle.test, carved.test, dev, "test")
+    val_view = View(bundle.train, carved.val, dev, "val")
+
+    base = {"run_id": spec.run_id, "suite": spec.suite, "method": spec.method,
+            "dataset": spec.data.name, "arch": spec.arch, "seed": spec.seed,
+            "forget": spec.forget.label, "k": int(forget_all[0].numel()), "scenario": spec.scenario}
+    rows: list[dict[str, Any]] = []
+
+    def emit(request: int, stage: str, split: str, metric: str, value: float) -> None:
+        rows.append({"type": "metric", **base, "request": request, "stage": stage,
+                     "split": split, "metric": metric, "value": float(value)})
+
+    def views_for(forgotten: torch.Tensor, current: torch.Tensor) -> dict[str, View]:
+        v = {"forget": train_view.subset(forgotten, "forget"),
+             "retain": train_view.subset(retain_positions(n_train, forgotten), "retain"),
+             "test": test_view}
+        if requests > 1:
+            v["forget_request"] = train_view.subset(current, "forget_request")
+        if len(val_view):
+            v["val"] = val_view
+        return v
+
+    metrics = spec.metrics
+    first = views_for(forget_all[0], forget_all[0])
+    for split, metric, value in evaluate(model0, first, bundle.num_classes, metrics):
+        emit(0, "before", split, metric, value)
+
+    model = copy.deepcopy(model0)
+    forgotten = torch.empty(0, dtype=torch.long)
+    total_seconds = 0.0
+    for r, current in enumerate(forget_all, start=1):
+        forgotten = torch.cat([forgotten, current]).sort().values
+        views = views_for(forgotten, current)
+        data = UnlearnData(
+            forget=views["forget_request"] if requests > 1 else views["forget"],
+            retain=views["retain"] if "retain" in needs else Withheld("retain", spec.method),
+            val=val_view if "val" in needs and len(val_view) else Withheld("val", spec.method),
+            num_classes=bundle.num_classes,
+        )
+        if "val" in needs and not len(val_view):
+            raise BenchError(f"method {spec.method!r} needs a validation split: set the dataset's "
+                             f"val_fraction (e.g. --val-fraction 0.1)")
+        ctx = Context(
+            device=dev, seed=spec.unlearn_seed + 1000 * (r - 1),
+            generator=torch.Generator().manual_seed(spec.unlearn_seed + 1000 * (r - 1)),
+            recipe=spec.recipe, num_classes=bundle.num_classes, method=spec.method,
+            trainer=_scratch_trainer(spec, carved),
+            log=lambda msg: log.info("%s: %s", spec.run_id, msg),
+        )
+        torch.manual_seed(ctx.seed)
+        _reset_peak(dev)
+        _sync(dev)
+        t0 = time.perf_counter()
+        model = entry.obj(model, data, hp, ctx)
+        _sync(dev)
+        seconds = time.perf_counter() - t0
+        total_seconds += seconds
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"method {spec.method!r} returned {type(model).__name__}, not a model")
+        model.eval()
+        emit(r, "unlearn", "-", "wall_seconds", seconds)
+        emit(r, "unlearn", "-", "steps", ctx.steps)
+        emit(r, "unlearn", "-", "cap_hit", float(ctx.cap_hit))
+        emit(r, "unlearn", "-", "peak_memory_mb", _peak_mb(dev))
+        for name, value in sorted(ctx.extra.items()):
+            emit(r, "unlearn", "-", name, value)
+        _check_finite(model, spec.method)
+        for split, metric, value in evaluate(model, views, bundle.num_classes, metrics):
+            emit(r, "after", split, metric, value)
+
+    meta = {"type": "meta", "run_id": spec.run_id, "spec": spec.to_dict(),
+            "hparams_resolved": dataclasses.asdict(hp), "needs": list(needs),
+            "code_version": code_version(), "hardware": hardware(dev),
+            "pretrain": pre_info, "n_train": n_train, "n_test": len(carved.test),
+            "n_forget": int(forgotten.numel()), "unlearn_seconds": total_seconds,
+            "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "special_pretraining": entry.meta.get("special_pretraining")}
+    return [meta, *rows, {"run_id": spec.run_id, "status": "done"}]
+
+
+def _forget_positions(carved: Carved, spec: RunSpec, requests: int) -> list[torch.Tensor]:
+    """Positions of each request's forget set. Continual requests are successive blocks of one
+    seeded permutation: each new block is drawn from the not-yet-forgotten data."""
+    targets = carved.bundle.train.targets.index_select(0, carved.train)
+    if requests == 1:
+        return [select_forget(targets, spec.forget, spec.forget_seed)]
+    if spec.forget.kind != "instance":
+        raise BenchError("continual unlearning streams instance requests: use --forget k=N")
+    k = spec.forget.k or 0
+    n = targets.numel()
+    if k * requests >= n:
+        raise BenchError(f"{requests} requests of k={k} need {k * requests} instances but the "
+                         f"train split has {n}")
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(spec.forget_seed))
+    return [perm[i * k : (i + 1) * k].sort().values for i in range(requests)]
+
+
+def _scratch_trainer(spec: RunSpec, carved: Carved):
+    def trainer(view: View) -> tuple[nn.Module, int]:
+        if spec.recipe.epochs == 0:
+            raise BenchError(f"retraining {spec.arch} from scratch needs a recipe with epochs > 0")
+        model = fresh_model(carved.bundle, spec.arch, spec.train_seed,
+                            pretrained=spec.recipe.pretrained)
+        steps = train(model, view, spec.recipe, spec.train_seed)
+        return model, steps
+
+    return trainer
+
+
+def _check_finite(model: nn.Module, method: str) -> None:
+    for name, p in model.state_dict().items():
+        if p.is_floating_point() and not torch.isfinite(p).all():
+            raise FloatingPointError(f"method {method!r} produced non-finite values in {name}")
+
+
+def _sync(dev: torch.device) -> None:
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+
+
+def _reset_peak(dev: torch.device) -> None:
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+
+
+def _peak_mb(dev: torch.device) -> float:
+    """Peak GPU memory of the unlearning step on CUDA; on CPU the process's peak RSS (a
+    process-wide high-water mark: an upper bound for the step)."""
+    if dev.type == "cuda":
+        return torch.cuda.max_memory_allocated(dev) / 2**20
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def execute(spec: RunSpec, env: Env, skip_done: bool = True) -> str:
+    """Run ``spec`` and write its record file; returns ``done``, ``skipped`` or ``failed``.
+    Never raises for a failing run (the failure is recorded and the suite goes on)."""
+    if skip_done and run_status(env.out, spec.run_id) == "done":
+        return "skipped"
+    try:
+        rows = run(spec, env)
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except Exception as exc:  # noqa: BLE001 - any failure of one run is recorded, not fatal
+        log.error("run %s (%s) failed: %s", spec.run_id, spec.method, exc)
+        meta = {"type": "meta", "run_id": spec.run_id, "spec": spec.to_dict(),
+                "code_version": code_version(), "hardware": hardware(env.device)}
+        write_records(env.out, spec.run_id, [meta, {
+            "run_id": spec.run_id, "status": "failed",
+            "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}])
+        return "failed"
+    write_records(env.out, spec.run_id, rows)
+    return "done"

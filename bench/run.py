@@ -1,0 +1,234 @@
+"""Command line: ``python -m bench.run --suite smoke [--out DIR] ...``.
+
+Runs a suite (or an ad-hoc grid narrowed by --method/--dataset/--arch/--forget/--seeds), skips
+every run already done under the output root, prints a mean ± std summary. Bad input gives one
+line on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from bench.errors import BenchError
+
+LISTABLE = ("methods", "datasets", "archs", "suites", "metrics")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m bench.run",
+        description="Run a machine-unlearning benchmark suite: pretrain (cached) -> forget set -> "
+                    "unlearn -> evaluate -> records.",
+    )
+    p.add_argument("--suite", default="smoke", help="suite name (--list suites); default smoke")
+    p.add_argument("--method", action="append",
+                   help="method name or wildcard, comma-separated or repeated (default: suite's)")
+    p.add_argument("--dataset", help="dataset name (--list datasets); default: the suite's")
+    p.add_argument("--arch", help="architecture name or timm/<name>; default: dataset's")
+    p.add_argument("--forget", help="forget sets, comma-separated: 16 or k=16 (instances), "
+                                    "10%% or frac=0.1, class=3 (whole class)")
+    p.add_argument("--seeds", help="seeds: 0,1,2 or 0-4 (default: the suite's)")
+    p.add_argument("--hp", action="append", default=[], metavar="METHOD.KEY=VALUE",
+                   help="override a method hyperparameter, e.g. --hp neggrad.lr=0.01")
+    p.add_argument("--val-fraction", type=float, help="hold out this fraction of train as "
+                                                      "validation (stratified)")
+    p.add_argument("--train-subset", type=int, help="use only N training images (CPU runs)")
+    p.add_argument("--out", help="output root (default results/<suite>)")
+    p.add_argument("--data-root", help="data folder (default $BENCH_DATA)")
+    p.add_argument("--cache-dir", help="model/data cache (default $BENCH_CACHE or OUT/cache)")
+    p.add_argument("--download", action="store_true", help="allow torchvision downloads")
+    p.add_argument("--executor", default="local", choices=["local", "debug"],
+                   help="local: worker processes (default); debug: in this process")
+    p.add_argument("--workers", type=int, default=1, help="parallel runs with --executor local")
+    p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    p.add_argument("--list", choices=LISTABLE, help="print registered names, one per line")
+    p.add_argument("--dry-run", action="store_true", help="print the plan, run nothing")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-summary", action="store_true", help="do not print the summary table")
+    p.add_argument("-v", "--verbose", action="store_true")
+    return p
+
+
+def _registry(kind: str):
+    from bench.archs import ARCHS
+    from bench.data import DATASETS
+    from bench.method import METHODS
+    from bench.metrics import METRICS
+    from bench.suites import SUITES
+
+    return {"methods": METHODS, "datasets": DATASETS, "archs": ARCHS, "suites": SUITES,
+            "metrics": METRICS}[kind]
+
+
+def parse_seeds(text: str) -> list[int]:
+    seeds: list[int] = []
+    try:
+        for part in text.split(","):
+            if "-" in part.strip()[1:]:
+                a, b = part.split("-", 1)
+                seeds.extend(range(int(a), int(b) + 1))
+            elif part.strip():
+                seeds.append(int(part))
+    except ValueError:
+        raise BenchError(f"cannot read --seeds {text!r}: use 0,1,2 or 0-4") from None
+    if not seeds:
+        raise BenchError("--seeds is empty")
+    return seeds
+
+
+def parse_hp(items: list[str]) -> dict[str, dict[str, str]]:
+    out: dict[str, dict[str, str]] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        method, dot, name = key.partition(".")
+        if not sep or not dot or not method or not name:
+            raise BenchError(f"cannot read --hp {item!r}: use METHOD.KEY=VALUE, e.g. "
+                             f"--hp neggrad.lr=0.01")
+        out.setdefault(method, {})[name] = value
+    return out
+
+
+def plan(args: argparse.Namespace):
+    from bench.spec import ForgetSpec
+    from bench.suites import SUITES
+
+    grid = SUITES.get(args.suite)
+    methods = None
+    if args.method:
+        methods = [m.strip() for item in args.method for m in item.split(",") if m.strip()]
+    forgets = [ForgetSpec.parse(f) for f in args.forget.split(",")] if args.forget else None
+    seeds = parse_seeds(args.seeds) if args.seeds else None
+    data_over = {}
+    if args.val_fraction is not None:
+        data_over["val_fraction"] = args.val_fraction
+    if args.train_subset is not None:
+        data_over["train_subset"] = args.train_subset
+    return grid.expand(methods=methods, dataset=args.dataset, arch=args.arch, forgets=forgets,
+                       seeds=seeds, hp_overrides=parse_hp(args.hp), data_overrides=data_over)
+
+
+def validate(specs, env) -> None:
+    """Fail fast on user errors before any run starts: data present, forget sets possible,
+    architectures known, methods' data needs satisfiable."""
+    from bench.archs import ARCHS
+    from bench.data import carve, load_dataset, select_forget
+    from bench.method import make_hparams, method_needs
+
+    seen = set()
+    for s in specs:
+        if not s.arch.startswith("timm/"):
+            ARCHS.entry(s.arch)
+        needs = method_needs(s.method, make_hparams(s.method, s.hparams_dict))
+        if "val" in needs and not s.data.val_fraction:
+            raise BenchError(f"method {s.method!r} needs a validation split: add "
+                             f"--val-fraction 0.1")
+        key = (s.data, s.forget, s.forget_seed)
+        if key in seen:
+            continue
+        seen.add(key)
+        bundle = load_dataset(s.data.name, env.locations)
+        carved = carve(bundle, s.data)
+        targets = bundle.train.targets.index_select(0, carved.train)
+        select_forget(targets, s.forget, s.forget_seed)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        if args.list:
+            for name in _registry(args.list).list():
+                print(name)
+            return 0
+        return _run(args)
+    except BenchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: finished runs are kept; rerun the same command to resume",
+              file=sys.stderr)
+        return 130
+
+
+def _run(args: argparse.Namespace) -> int:
+    import torch
+
+    from bench.data import data_root
+    from bench.executors import run_specs
+    from bench.protocol import Env, default_device
+    from bench.records import run_status
+
+    if args.device:
+        try:
+            device = torch.device(args.device)
+        except RuntimeError:
+            raise BenchError(f"unknown --device {args.device!r}: use cpu, cuda or cuda:N") from None
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise BenchError("--device cuda but no CUDA GPU is visible; use --device cpu")
+    else:
+        device = default_device()
+    out = Path(args.out) if args.out else Path("results") / args.suite
+    env = Env(out=out, cache=args.cache_dir, data_root=data_root(args.data_root),
+              download=args.download, device=device)
+    specs = plan(args)
+    if not specs:
+        raise BenchError("the selection matches no run")
+    validate(specs, env)
+    done = sum(run_status(out, s.run_id) == "done" for s in specs)
+    print(f"{len(specs)} runs in suite {args.suite!r} ({done} already done) -> {out}",
+          file=sys.stderr)
+    if args.dry_run:
+        for s in specs:
+            print(f"{s.run_id}  {run_status(out, s.run_id):7s}  {s.method:16s} {s.dataset} "
+                  f"{s.arch} {s.forget.label} seed={s.seed}")
+        return 0
+
+    bar = None
+    if not args.no_progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(specs), desc=args.suite, unit="run", file=sys.stderr,
+                   disable=None if os.environ.get("CI") else False)
+    counts = {"done": 0, "skipped": 0, "failed": 0}
+
+    def on_result(spec, status):
+        counts[status] = counts.get(status, 0) + 1
+        if bar is not None:
+            bar.set_postfix_str(f"{spec.method} {status}", refresh=False)
+            bar.update(1)
+
+    results = run_specs(specs, env, executor=args.executor, workers=args.workers,
+                        on_result=on_result)
+    if bar is not None:
+        bar.close()
+    print(f"new {counts['done']}, skipped {counts['skipped']} (already done), "
+          f"failed {counts['failed']}; records in {out / 'records'}", file=sys.stderr)
+    if not args.no_summary:
+        _print_summary(out, list(results))
+    return 0
+
+
+def _print_summary(out: Path, run_ids: list[str]) -> None:
+    import pandas as pd
+
+    from reports.aggregate import format_mean_std, load, summary_table
+
+    metrics, runs = load(out, run_ids)
+    table = format_mean_std(summary_table(metrics))
+    if not table.empty:
+        with pd.option_context("display.width", 200, "display.max_columns", 20,
+                               "display.max_rows", 500):
+            print(table.to_string())
+    if not runs.empty:
+        failed = runs[runs["status"] == "failed"]
+        for _, r in failed.iterrows():
+            print(f"FAILED {r['run_id']} {r['method']} seed={r['seed']}: {r['error']}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,176 @@
+"""Run specifications: frozen dataclasses whose canonical JSON form is hashed into ``run_id``.
+
+Everything that changes a result is in the spec; nothing machine-specific (paths, devices) is.
+A test pins one hash so that any change to the canonical form is deliberate.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from bench.errors import BenchError
+
+SPEC_VERSION = 1  # bump when the meaning of a field changes (invalidates every run_id)
+
+
+def canonical_json(obj: Any) -> str:
+    """Stable JSON: sorted keys, no whitespace, dataclasses as dicts, tuples as lists."""
+    return json.dumps(_plain(obj), sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
+def stable_hash(obj: Any, n: int = 16) -> str:
+    return hashlib.sha256(canonical_json(obj).encode()).hexdigest()[:n]
+
+
+def _plain(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: _plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, dict):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, float) and obj.is_integer() and abs(obj) < 2**53:
+        return obj  # keep 1.0 as 1.0: json writes it so, and it hashes stably
+    return obj
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """Which dataset, and how its train split is carved.
+
+    ``val_fraction`` holds a stratified validation split out of train (seeded by ``split_seed``);
+    ``train_subset`` keeps only the first N of a seeded permutation of train (CPU-sized suites);
+    ``test_subset`` likewise for the test split.
+    """
+
+    name: str = "digits"
+    val_fraction: float = 0.0
+    train_subset: int | None = None
+    test_subset: int | None = None
+    split_seed: int = 0
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A training recipe (pretraining and retraining-from-scratch use the same one)."""
+
+    epochs: int = 30
+    batch_size: int = 128
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    schedule: Literal["cosine", "linear", "constant"] = "cosine"
+    augment: Literal["none", "crop_flip", "crop"] = "none"
+    crop_padding: int = 4
+    label_smoothing: float = 0.0
+    pretrained: bool = False  # take the architecture's published weights, train `epochs` more
+
+
+@dataclass(frozen=True)
+class ForgetSpec:
+    """What to forget.
+
+    * ``instance``: the first ``k`` of a permutation of train seeded by the run's forget seed,
+      so forget sets of growing k are nested prefixes (the L2UL protocol);
+    * ``fraction``: the same permutation, first ``round(fraction * N)`` instances;
+    * ``class``: every training instance of the listed classes.
+    """
+
+    kind: Literal["instance", "fraction", "class"] = "instance"
+    k: int | None = None
+    fraction: float | None = None
+    classes: tuple[int, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind == "instance" and (self.k is None or self.k < 1):
+            raise BenchError(f"instance forget sets need k >= 1 (got k={self.k})")
+        if self.kind == "fraction" and not (self.fraction and 0 < self.fraction < 1):
+            raise BenchError(f"fraction forget sets need 0 < fraction < 1 (got {self.fraction})")
+        if self.kind == "class" and not self.classes:
+            raise BenchError("class forget sets need at least one class index")
+        if self.kind not in ("instance", "fraction", "class"):
+            raise BenchError(f"forget kind must be instance, fraction or class (got {self.kind!r})")
+
+    @property
+    def label(self) -> str:
+        if self.kind == "instance":
+            return f"k={self.k}"
+        if self.kind == "fraction":
+            return f"frac={self.fraction:g}"
+        return "class=" + "+".join(str(c) for c in self.classes or ())
+
+    @classmethod
+    def parse(cls, text: str) -> ForgetSpec:
+        """``16`` or ``k=16`` -> instance; ``10%`` or ``frac=0.1`` -> fraction; ``class=3`` or
+        ``class=3+5`` -> class."""
+        t = text.strip().lower().replace(" ", "")
+        try:
+            if t.startswith("class=") or t.startswith("class:"):
+                return cls("class", classes=tuple(int(c) for c in t[6:].split("+")))
+            if t.endswith("%"):
+                return cls("fraction", fraction=float(t[:-1]) / 100)
+            if t.startswith("frac=") or t.startswith("fraction="):
+                return cls("fraction", fraction=float(t.split("=", 1)[1]))
+            if t.startswith("k="):
+                t = t[2:]
+            return cls("instance", k=int(t))
+        except ValueError:
+            raise BenchError(
+                f"cannot read forget spec {text!r}: use 16 or k=16 (instances), 10% or frac=0.1 "
+                f"(random fraction), class=3 or class=3+5 (whole classes)"
+            ) from None
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything that defines one unlearning run. ``run_id`` hashes its canonical form.
+
+    Three seeds are kept apart: ``train_seed`` (pretraining init and data order; shared across
+    replicates when a suite reuses one pretrained model, as L2UL does), ``forget_seed`` (which
+    instances are forgotten) and ``unlearn_seed`` (the method's own randomness). ``seed`` is the
+    replicate index that tables average over.
+    """
+
+    method: str
+    data: DataSpec = field(default_factory=DataSpec)
+    arch: str = "smallcnn"
+    recipe: Recipe = field(default_factory=Recipe)
+    forget: ForgetSpec = field(default_factory=lambda: ForgetSpec("instance", k=16))
+    hparams: tuple[tuple[str, Any], ...] = ()
+    seed: int = 0
+    train_seed: int = 0
+    forget_seed: int = 0
+    unlearn_seed: int = 0
+    metrics: tuple[str, ...] = ("accuracy",)
+    suite: str = ""
+    scenario: Literal["single", "continual"] = "single"
+    requests: int = 1
+    spec_version: int = SPEC_VERSION
+
+    @property
+    def dataset(self) -> str:
+        return self.data.name
+
+    @property
+    def hparams_dict(self) -> dict[str, Any]:
+        return dict(self.hparams)
+
+    @property
+    def run_id(self) -> str:
+        # the suite name is a label, not a cause of results: identical runs share an id
+        return stable_hash(dataclasses.replace(self, suite=""))
+
+    def to_dict(self) -> dict[str, Any]:
+        d = _plain(self)
+        d["hparams"] = dict(self.hparams)
+        d["run_id"] = self.run_id
+        return d
+
+    @staticmethod
+    def hparams_tuple(hp: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
+        return tuple(sorted(hp.items()))

@@ -1,0 +1,61 @@
+"""Random labels: fine-tune the forget set towards random wrong labels."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch.nn import functional as F
+
+from bench.method import register_method
+from bench.unlearning import ForgetCheck, cycle, other_labels, run_until_forgotten, sgd
+
+
+@dataclass(frozen=True)
+class RandomLabelsHP:
+    """Same optimizer and stop rule as NegGrad (spec section 5). ``use_retain`` adds one D_r
+    batch of ``retain_batch`` to every step: the literature's "RL" variant (Golatkar et al.
+    2020; Fan et al., SalUn, ICLR 2024)."""
+
+    lr: float = 1e-3
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    forget_batch: int = 32
+    max_epochs: int = 1000
+    use_retain: bool = False
+    retain_batch: int = 128
+
+
+def _needs(hp: RandomLabelsHP) -> tuple[str, ...]:
+    return ("forget", "retain") if hp.use_retain else ("forget",)
+
+
+@register_method("random_labels", hparams=RandomLabelsHP, needs=_needs,
+                 citation="Golatkar et al. CVPR 2020; Fan et al. ICLR 2024 (RL)")
+def random_labels(model, data, hp: RandomLabelsHP, ctx):
+    """Minimise CE(g(x_f), y') where y' is drawn uniformly from the classes other than y_f,
+    re-drawn every epoch; with ``use_retain``, plus CE on a cycled D_r batch. Stops when D_f
+    accuracy is 0 (checked after every pass). Reference: github.com/OPTML-Group/Unlearn-Saliency
+    (``unlearn/RL.py``)."""
+    opt = sgd(model, hp)
+    check = ForgetCheck(data.forget)
+    retain = None
+    if hp.use_retain:
+        retain = cycle(lambda: data.retain.loader(hp.retain_batch, shuffle=True,
+                                                  generator=ctx.generator))
+
+    def epoch(_e):
+        model.train()
+        for x, y in data.forget.loader(hp.forget_batch):
+            y_rand = other_labels(y, data.num_classes, ctx.generator)
+            if retain is not None:
+                xr, yr = next(retain)
+                x, y_rand = torch.cat([x, xr]), torch.cat([y_rand, yr])
+            loss = F.cross_entropy(model(x), y_rand)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            yield
+
+    run_until_forgotten(model, ctx, check, hp.max_epochs, epoch, check_every_step=False)
+    return model

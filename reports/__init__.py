@@ -1,0 +1,1 @@
+"""The aggregator: records -> pandas (pure functions in ``aggregate``) -> rendered tables."""
