@@ -58,11 +58,19 @@ def small_cnn(num_classes: int, in_shape: tuple[int, int, int], pretrained: bool
     """Conv(32)-BN-ReLU, Conv(64)-BN-ReLU, max-pool, Conv(128)-BN-ReLU, global avg-pool, FC."""
     c = in_shape[0]
     return nn.Sequential(
-        nn.Conv2d(c, 32, 3, padding=1, bias=False), nn.BatchNorm2d(32), nn.ReLU(inplace=True),
-        nn.Conv2d(32, 64, 3, padding=1, bias=False), nn.BatchNorm2d(64), nn.ReLU(inplace=True),
+        nn.Conv2d(c, 32, 3, padding=1, bias=False),
+        nn.BatchNorm2d(32),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(32, 64, 3, padding=1, bias=False),
+        nn.BatchNorm2d(64),
+        nn.ReLU(inplace=True),
         nn.MaxPool2d(2),
-        nn.Conv2d(64, 128, 3, padding=1, bias=False), nn.BatchNorm2d(128), nn.ReLU(inplace=True),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(128, num_classes),
+        nn.Conv2d(64, 128, 3, padding=1, bias=False),
+        nn.BatchNorm2d(128),
+        nn.ReLU(inplace=True),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(128, num_classes),
     )
 
 
@@ -100,7 +108,8 @@ def resnet18_tv(num_classes: int, in_shape, pretrained: bool = False):
 
 @register_arch("tv_resnet50", params="25.6M")
 def tv_resnet50(num_classes: int, in_shape, pretrained: bool = False):
-    """torchvision ImageNet ResNet-50; ``pretrained`` loads IMAGENET1K_V1 (L2UL's ImageNet model)."""
+    """torchvision ImageNet ResNet-50; ``pretrained`` loads IMAGENET1K_V1 (L2UL's ImageNet
+    model)."""
     from torchvision.models import ResNet50_Weights, resnet50
 
     if not pretrained:
@@ -125,23 +134,29 @@ def _timm(name: str) -> Callable:
         if pretrained:
             os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never hang ~47 s retrying offline
         try:
-            return timm.create_model(name, pretrained=pretrained, num_classes=num_classes,
-                                     in_chans=in_shape[0])
+            return timm.create_model(
+                name, pretrained=pretrained, num_classes=num_classes, in_chans=in_shape[0]
+            )
         except RuntimeError as exc:
             if "Unknown model" in str(exc):
                 near = timm.list_models(f"*{name.split('_')[0]}*")[:5]
-                raise BenchError(f"timm has no model {name!r}; similar: {', '.join(near)}") from None
+                raise BenchError(
+                    f"timm has no model {name!r}; similar: {', '.join(near)}"
+                ) from None
             raise BenchError(f"timm could not build {name!r}: {exc}") from None
         except OSError as exc:
-            raise BenchError(f"timm could not load pretrained weights for {name!r} offline "
-                             f"({exc}); put them in the Hugging Face cache or use "
-                             f"pretrained=False") from None
+            raise BenchError(
+                f"timm could not load pretrained weights for {name!r} offline "
+                f"({exc}); put them in the Hugging Face cache or use "
+                f"pretrained=False"
+            ) from None
 
     return build
 
 
-def build_model(arch: str, num_classes: int, in_shape, mean, std,
-                pretrained: bool = False) -> Classifier:
+def build_model(
+    arch: str, num_classes: int, in_shape, mean, std, pretrained: bool = False
+) -> Classifier:
     """Build a registered architecture (or ``timm/<name>``) wrapped with its normalization."""
     if arch.startswith("timm/"):
         net = _timm(arch[5:])(num_classes, in_shape, pretrained)

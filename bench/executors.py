@@ -40,8 +40,13 @@ def _stages(specs: Sequence[RunSpec]) -> list[list[RunSpec]]:
     return [firsts, rest]
 
 
-def run_specs(specs: Sequence[RunSpec], env: Env, executor: str = "local", workers: int = 1,
-              on_result: Callable[[RunSpec, str], None] | None = None) -> dict[str, str]:
+def run_specs(
+    specs: Sequence[RunSpec],
+    env: Env,
+    executor: str = "local",
+    workers: int = 1,
+    on_result: Callable[[RunSpec, str], None] | None = None,
+) -> dict[str, str]:
     """Run every spec not already done; returns ``run_id -> done|skipped|failed``."""
     results: dict[str, str] = {}
 
@@ -69,13 +74,19 @@ def run_specs(specs: Sequence[RunSpec], env: Env, executor: str = "local", worke
     return results
 
 
-def _run_pool(specs: list[RunSpec], env: Env, workers: int, threads: int,
-              record: Callable[[RunSpec, str], None]) -> None:
+def _run_pool(
+    specs: list[RunSpec],
+    env: Env,
+    workers: int,
+    threads: int,
+    record: Callable[[RunSpec, str], None],
+) -> None:
     pending = list(specs)
     ctx = mp.get_context("spawn")  # no forked CUDA or thread state
     while pending:
-        with cf.ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init,
-                                    initargs=(threads,)) as pool:
+        with cf.ProcessPoolExecutor(
+            workers, mp_context=ctx, initializer=_worker_init, initargs=(threads,)
+        ) as pool:
             running: dict[cf.Future, RunSpec] = {}
             broken = False
             while (pending or running) and not broken:
@@ -98,9 +109,21 @@ def _run_pool(specs: list[RunSpec], env: Env, workers: int, threads: int,
 
 
 def _record_crash(spec: RunSpec, env: Env, exc: BaseException) -> None:
-    write_records(env.out, spec.run_id, [
-        {"type": "meta", "run_id": spec.run_id, "spec": spec.to_dict(),
-         "code_version": code_version(), "hardware": hardware(env.device)},
-        {"run_id": spec.run_id, "status": "failed",
-         "error": f"worker process died ({type(exc).__name__}: {exc})"},
-    ])
+    write_records(
+        env.out,
+        spec.run_id,
+        [
+            {
+                "type": "meta",
+                "run_id": spec.run_id,
+                "spec": spec.to_dict(),
+                "code_version": code_version(),
+                "hardware": hardware(env.device),
+            },
+            {
+                "run_id": spec.run_id,
+                "status": "failed",
+                "error": f"worker process died ({type(exc).__name__}: {exc})",
+            },
+        ],
+    )

@@ -45,10 +45,15 @@ class NoHParams:
     """For methods without hyperparameters."""
 
 
-def register_method(name: str, *, hparams: type = NoHParams,
-                    needs: tuple[str, ...] | Callable[[Any], tuple[str, ...]] = ("forget",),
-                    special_pretraining: str | None = None, summary: str = "",
-                    **meta: Any) -> Callable:
+def register_method(
+    name: str,
+    *,
+    hparams: type = NoHParams,
+    needs: tuple[str, ...] | Callable[[Any], tuple[str, ...]] = ("forget",),
+    special_pretraining: str | None = None,
+    summary: str = "",
+    **meta: Any,
+) -> Callable:
     """Register an unlearning method.
 
     ``needs`` lists the data the method may see (``forget``, ``retain``, ``val``), or is a
@@ -60,9 +65,15 @@ def register_method(name: str, *, hparams: type = NoHParams,
         raise BenchError(f"method {name!r}: hparams must be a frozen dataclass")
 
     def deco(fn: Callable) -> Callable:
-        METHODS.add(name, fn, hparams=hparams, needs=needs,
-                    special_pretraining=special_pretraining,
-                    summary=summary or (fn.__doc__ or "").strip().split("\n")[0], **meta)
+        METHODS.add(
+            name,
+            fn,
+            hparams=hparams,
+            needs=needs,
+            special_pretraining=special_pretraining,
+            summary=summary or (fn.__doc__ or "").strip().split("\n")[0],
+            **meta,
+        )
         return fn
 
     return deco
@@ -106,8 +117,9 @@ def _coerce(value: Any, f: dataclasses.Field, cls: type) -> Any:
             raise ValueError(value)
         return type(default)(value)
     except ValueError:
-        raise BenchError(f"{cls.__name__}.{f.name} expects {type(default).__name__}, "
-                         f"got {value!r}") from None
+        raise BenchError(
+            f"{cls.__name__}.{f.name} expects {type(default).__name__}, got {value!r}"
+        ) from None
 
 
 class Withheld:
@@ -131,8 +143,10 @@ class Withheld:
         raise PermissionError(self._msg())
 
     def _msg(self) -> str:
-        return (f"method {self._method!r} used the {self._what} set without declaring it: add "
-                f"{self._what!r} to needs= in its @register_method")
+        return (
+            f"method {self._method!r} used the {self._what} set without declaring it: add "
+            f"{self._what!r} to needs= in its @register_method"
+        )
 
 
 @dataclass

@@ -46,8 +46,11 @@ class Env:
 
     def __post_init__(self) -> None:
         self.out = Path(self.out)
-        self.cache = Path(self.cache) if self.cache else Path(
-            os.environ.get("BENCH_CACHE") or self.out / "cache")
+        self.cache = (
+            Path(self.cache)
+            if self.cache
+            else Path(os.environ.get("BENCH_CACHE") or self.out / "cache")
+        )
         if isinstance(self.device, str):
             self.device = torch.device(self.device)
 
@@ -66,10 +69,17 @@ def default_device() -> torch.device:
 
 def pretrain_key(spec: RunSpec, n_train: int) -> str:
     special = METHODS.entry(spec.method).meta.get("special_pretraining")
-    return stable_hash({
-        "data": spec.data, "n_train": n_train, "arch": spec.arch, "recipe": spec.recipe,
-        "train_seed": spec.train_seed, "train_code": TRAIN_CODE_VERSION, "special": special,
-    })
+    return stable_hash(
+        {
+            "data": spec.data,
+            "n_train": n_train,
+            "arch": spec.arch,
+            "recipe": spec.recipe,
+            "train_seed": spec.train_seed,
+            "train_code": TRAIN_CODE_VERSION,
+            "special": special,
+        }
+    )
 
 
 @contextlib.contextmanager
@@ -99,11 +109,20 @@ def pretrained_model(spec: RunSpec, carved: Carved, env: Env) -> tuple[nn.Module
         model = fresh_model(bundle, spec.arch, spec.train_seed, pretrained=spec.recipe.pretrained)
         view = View(bundle.train, carved.train, env.device, "train")
         steps = train(model, view, spec.recipe, spec.train_seed) if spec.recipe.epochs else 0
-        info = {"key": key, "seconds": time.perf_counter() - t0, "steps": steps,
-                "code_version": code_version()}
-        atomic_torch_save({"state_dict": {k: v.cpu() for k, v in model.state_dict().items()},
-                           "info": info, "spec": json.loads(json.dumps(
-                               dataclasses.asdict(spec.recipe)))}, path)
+        info = {
+            "key": key,
+            "seconds": time.perf_counter() - t0,
+            "steps": steps,
+            "code_version": code_version(),
+        }
+        atomic_torch_save(
+            {
+                "state_dict": {k: v.cpu() for k, v in model.state_dict().items()},
+                "info": info,
+                "spec": json.loads(json.dumps(dataclasses.asdict(spec.recipe))),
+            },
+            path,
+        )
         return model.eval(), {**info, "cached": False}
 
 
@@ -132,19 +151,38 @@ def run(spec: RunSpec, env: Env) -> list[dict[str, Any]]:
     test_view = View(bundle.test, carved.test, dev, "test")
     val_view = View(bundle.train, carved.val, dev, "val")
 
-    base = {"run_id": spec.run_id, "suite": spec.suite, "method": spec.method,
-            "dataset": spec.data.name, "arch": spec.arch, "seed": spec.seed,
-            "forget": spec.forget.label, "k": int(forget_all[0].numel()), "scenario": spec.scenario}
+    base = {
+        "run_id": spec.run_id,
+        "suite": spec.suite,
+        "method": spec.method,
+        "dataset": spec.data.name,
+        "arch": spec.arch,
+        "seed": spec.seed,
+        "forget": spec.forget.label,
+        "k": int(forget_all[0].numel()),
+        "scenario": spec.scenario,
+    }
     rows: list[dict[str, Any]] = []
 
     def emit(request: int, stage: str, split: str, metric: str, value: float) -> None:
-        rows.append({"type": "metric", **base, "request": request, "stage": stage,
-                     "split": split, "metric": metric, "value": float(value)})
+        rows.append(
+            {
+                "type": "metric",
+                **base,
+                "request": request,
+                "stage": stage,
+                "split": split,
+                "metric": metric,
+                "value": float(value),
+            }
+        )
 
     def views_for(forgotten: torch.Tensor, current: torch.Tensor) -> dict[str, View]:
-        v = {"forget": train_view.subset(forgotten, "forget"),
-             "retain": train_view.subset(retain_positions(n_train, forgotten), "retain"),
-             "test": test_view}
+        v = {
+            "forget": train_view.subset(forgotten, "forget"),
+            "retain": train_view.subset(retain_positions(n_train, forgotten), "retain"),
+            "test": test_view,
+        }
         if requests > 1:
             v["forget_request"] = train_view.subset(current, "forget_request")
         if len(val_view):
@@ -169,12 +207,17 @@ def run(spec: RunSpec, env: Env) -> list[dict[str, Any]]:
             num_classes=bundle.num_classes,
         )
         if "val" in needs and not len(val_view):
-            raise BenchError(f"method {spec.method!r} needs a validation split: set the dataset's "
-                             f"val_fraction (e.g. --val-fraction 0.1)")
+            raise BenchError(
+                f"method {spec.method!r} needs a validation split: set the dataset's "
+                f"val_fraction (e.g. --val-fraction 0.1)"
+            )
         ctx = Context(
-            device=dev, seed=spec.unlearn_seed + 1000 * (r - 1),
+            device=dev,
+            seed=spec.unlearn_seed + 1000 * (r - 1),
             generator=torch.Generator().manual_seed(spec.unlearn_seed + 1000 * (r - 1)),
-            recipe=spec.recipe, num_classes=bundle.num_classes, method=spec.method,
+            recipe=spec.recipe,
+            num_classes=bundle.num_classes,
+            method=spec.method,
             trainer=_scratch_trainer(spec, carved),
             log=lambda msg: log.info("%s: %s", spec.run_id, msg),
         )
@@ -199,13 +242,22 @@ def run(spec: RunSpec, env: Env) -> list[dict[str, Any]]:
         for split, metric, value in evaluate(model, views, bundle.num_classes, metrics):
             emit(r, "after", split, metric, value)
 
-    meta = {"type": "meta", "run_id": spec.run_id, "spec": spec.to_dict(),
-            "hparams_resolved": dataclasses.asdict(hp), "needs": list(needs),
-            "code_version": code_version(), "hardware": hardware(dev),
-            "pretrain": pre_info, "n_train": n_train, "n_test": len(carved.test),
-            "n_forget": int(forgotten.numel()), "unlearn_seconds": total_seconds,
-            "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "special_pretraining": entry.meta.get("special_pretraining")}
+    meta = {
+        "type": "meta",
+        "run_id": spec.run_id,
+        "spec": spec.to_dict(),
+        "hparams_resolved": dataclasses.asdict(hp),
+        "needs": list(needs),
+        "code_version": code_version(),
+        "hardware": hardware(dev),
+        "pretrain": pre_info,
+        "n_train": n_train,
+        "n_test": len(carved.test),
+        "n_forget": int(forgotten.numel()),
+        "unlearn_seconds": total_seconds,
+        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "special_pretraining": entry.meta.get("special_pretraining"),
+    }
     return [meta, *rows, {"run_id": spec.run_id, "status": "done"}]
 
 
@@ -220,8 +272,10 @@ def _forget_positions(carved: Carved, spec: RunSpec, requests: int) -> list[torc
     k = spec.forget.k or 0
     n = targets.numel()
     if k * requests >= n:
-        raise BenchError(f"{requests} requests of k={k} need {k * requests} instances but the "
-                         f"train split has {n}")
+        raise BenchError(
+            f"{requests} requests of k={k} need {k * requests} instances but the "
+            f"train split has {n}"
+        )
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(spec.forget_seed))
     return [perm[i * k : (i + 1) * k].sort().values for i in range(requests)]
 
@@ -230,8 +284,9 @@ def _scratch_trainer(spec: RunSpec, carved: Carved):
     def trainer(view: View) -> tuple[nn.Module, int]:
         if spec.recipe.epochs == 0:
             raise BenchError(f"retraining {spec.arch} from scratch needs a recipe with epochs > 0")
-        model = fresh_model(carved.bundle, spec.arch, spec.train_seed,
-                            pretrained=spec.recipe.pretrained)
+        model = fresh_model(
+            carved.bundle, spec.arch, spec.train_seed, pretrained=spec.recipe.pretrained
+        )
         steps = train(model, view, spec.recipe, spec.train_seed)
         return model, steps
 
@@ -275,11 +330,26 @@ def execute(spec: RunSpec, env: Env, skip_done: bool = True) -> str:
         raise
     except Exception as exc:  # noqa: BLE001 - any failure of one run is recorded, not fatal
         log.error("run %s (%s) failed: %s", spec.run_id, spec.method, exc)
-        meta = {"type": "meta", "run_id": spec.run_id, "spec": spec.to_dict(),
-                "code_version": code_version(), "hardware": hardware(env.device)}
-        write_records(env.out, spec.run_id, [meta, {
-            "run_id": spec.run_id, "status": "failed",
-            "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}])
+        meta = {
+            "type": "meta",
+            "run_id": spec.run_id,
+            "spec": spec.to_dict(),
+            "code_version": code_version(),
+            "hardware": hardware(env.device),
+        }
+        write_records(
+            env.out,
+            spec.run_id,
+            [
+                meta,
+                {
+                    "run_id": spec.run_id,
+                    "status": "failed",
+                    "error": f"{type(exc).__name__}: {exc}",
+                    "traceback": traceback.format_exc(),
+                },
+            ],
+        )
         return "failed"
     write_records(env.out, spec.run_id, rows)
     return "done"

@@ -124,7 +124,10 @@ def code_version() -> str:
     try:
         out = subprocess.run(
             ["git", "-C", str(here), "describe", "--always", "--dirty", "--abbrev=12"],
-            capture_output=True, text=True, timeout=5, check=True,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
         ).stdout.strip()
         return f"{__version__}+g{out}" if out else __version__
     except (OSError, subprocess.SubprocessError):

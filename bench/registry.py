@@ -59,7 +59,9 @@ class Registry:
 
     def add(self, name: str, obj: Any, **meta: Any) -> Entry:
         if not isinstance(name, str) or not name or any(c.isspace() for c in name):
-            raise BenchError(f"{self.kind} names must be non-empty strings without spaces: {name!r}")
+            raise BenchError(
+                f"{self.kind} names must be non-empty strings without spaces: {name!r}"
+            )
         if name in self._entries:
             prev = self._entries[name].obj
             raise BenchError(

@@ -22,27 +22,45 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m bench.run",
         description="Run a machine-unlearning benchmark suite: pretrain (cached) -> forget set -> "
-                    "unlearn -> evaluate -> records.",
+        "unlearn -> evaluate -> records.",
     )
     p.add_argument("--suite", default="smoke", help="suite name (--list suites); default smoke")
-    p.add_argument("--method", action="append",
-                   help="method name or wildcard, comma-separated or repeated (default: suite's)")
+    p.add_argument(
+        "--method",
+        action="append",
+        help="method name or wildcard, comma-separated or repeated (default: suite's)",
+    )
     p.add_argument("--dataset", help="dataset name (--list datasets); default: the suite's")
     p.add_argument("--arch", help="architecture name or timm/<name>; default: dataset's")
-    p.add_argument("--forget", help="forget sets, comma-separated: 16 or k=16 (instances), "
-                                    "10%% or frac=0.1, class=3 (whole class)")
+    p.add_argument(
+        "--forget",
+        help="forget sets, comma-separated: 16 or k=16 (instances), "
+        "10%% or frac=0.1, class=3 (whole class)",
+    )
     p.add_argument("--seeds", help="seeds: 0,1,2 or 0-4 (default: the suite's)")
-    p.add_argument("--hp", action="append", default=[], metavar="METHOD.KEY=VALUE",
-                   help="override a method hyperparameter, e.g. --hp neggrad.lr=0.01")
-    p.add_argument("--val-fraction", type=float, help="hold out this fraction of train as "
-                                                      "validation (stratified)")
+    p.add_argument(
+        "--hp",
+        action="append",
+        default=[],
+        metavar="METHOD.KEY=VALUE",
+        help="override a method hyperparameter, e.g. --hp neggrad.lr=0.01",
+    )
+    p.add_argument(
+        "--val-fraction",
+        type=float,
+        help="hold out this fraction of train as validation (stratified)",
+    )
     p.add_argument("--train-subset", type=int, help="use only N training images (CPU runs)")
     p.add_argument("--out", help="output root (default results/<suite>)")
     p.add_argument("--data-root", help="data folder (default $BENCH_DATA)")
     p.add_argument("--cache-dir", help="model/data cache (default $BENCH_CACHE or OUT/cache)")
     p.add_argument("--download", action="store_true", help="allow torchvision downloads")
-    p.add_argument("--executor", default="local", choices=["local", "debug"],
-                   help="local: worker processes (default); debug: in this process")
+    p.add_argument(
+        "--executor",
+        default="local",
+        choices=["local", "debug"],
+        help="local: worker processes (default); debug: in this process",
+    )
     p.add_argument("--workers", type=int, default=1, help="parallel runs with --executor local")
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     p.add_argument("--list", choices=LISTABLE, help="print registered names, one per line")
@@ -60,8 +78,13 @@ def _registry(kind: str):
     from bench.metrics import METRICS
     from bench.suites import SUITES
 
-    return {"methods": METHODS, "datasets": DATASETS, "archs": ARCHS, "suites": SUITES,
-            "metrics": METRICS}[kind]
+    return {
+        "methods": METHODS,
+        "datasets": DATASETS,
+        "archs": ARCHS,
+        "suites": SUITES,
+        "metrics": METRICS,
+    }[kind]
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -86,8 +109,9 @@ def parse_hp(items: list[str]) -> dict[str, dict[str, str]]:
         key, sep, value = item.partition("=")
         method, dot, name = key.partition(".")
         if not sep or not dot or not method or not name:
-            raise BenchError(f"cannot read --hp {item!r}: use METHOD.KEY=VALUE, e.g. "
-                             f"--hp neggrad.lr=0.01")
+            raise BenchError(
+                f"cannot read --hp {item!r}: use METHOD.KEY=VALUE, e.g. --hp neggrad.lr=0.01"
+            )
         out.setdefault(method, {})[name] = value
     return out
 
@@ -107,8 +131,15 @@ def plan(args: argparse.Namespace):
         data_over["val_fraction"] = args.val_fraction
     if args.train_subset is not None:
         data_over["train_subset"] = args.train_subset
-    return grid.expand(methods=methods, dataset=args.dataset, arch=args.arch, forgets=forgets,
-                       seeds=seeds, hp_overrides=parse_hp(args.hp), data_overrides=data_over)
+    return grid.expand(
+        methods=methods,
+        dataset=args.dataset,
+        arch=args.arch,
+        forgets=forgets,
+        seeds=seeds,
+        hp_overrides=parse_hp(args.hp),
+        data_overrides=data_over,
+    )
 
 
 def validate(specs, env) -> None:
@@ -124,8 +155,9 @@ def validate(specs, env) -> None:
             ARCHS.entry(s.arch)
         needs = method_needs(s.method, make_hparams(s.method, s.hparams_dict))
         if "val" in needs and not s.data.val_fraction:
-            raise BenchError(f"method {s.method!r} needs a validation split: add "
-                             f"--val-fraction 0.1")
+            raise BenchError(
+                f"method {s.method!r} needs a validation split: add --val-fraction 0.1"
+            )
         key = (s.data, s.forget, s.forget_seed)
         if key in seen:
             continue
@@ -138,8 +170,10 @@ def validate(specs, env) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
     try:
         if args.list:
             for name in _registry(args.list).list():
@@ -150,8 +184,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted: finished runs are kept; rerun the same command to resume",
-              file=sys.stderr)
+        print(
+            "interrupted: finished runs are kept; rerun the same command to resume", file=sys.stderr
+        )
         return 130
 
 
@@ -173,27 +208,40 @@ def _run(args: argparse.Namespace) -> int:
     else:
         device = default_device()
     out = Path(args.out) if args.out else Path("results") / args.suite
-    env = Env(out=out, cache=args.cache_dir, data_root=data_root(args.data_root),
-              download=args.download, device=device)
+    env = Env(
+        out=out,
+        cache=args.cache_dir,
+        data_root=data_root(args.data_root),
+        download=args.download,
+        device=device,
+    )
     specs = plan(args)
     if not specs:
         raise BenchError("the selection matches no run")
     validate(specs, env)
     done = sum(run_status(out, s.run_id) == "done" for s in specs)
-    print(f"{len(specs)} runs in suite {args.suite!r} ({done} already done) -> {out}",
-          file=sys.stderr)
+    print(
+        f"{len(specs)} runs in suite {args.suite!r} ({done} already done) -> {out}", file=sys.stderr
+    )
     if args.dry_run:
         for s in specs:
-            print(f"{s.run_id}  {run_status(out, s.run_id):7s}  {s.method:16s} {s.dataset} "
-                  f"{s.arch} {s.forget.label} seed={s.seed}")
+            print(
+                f"{s.run_id}  {run_status(out, s.run_id):7s}  {s.method:16s} {s.dataset} "
+                f"{s.arch} {s.forget.label} seed={s.seed}"
+            )
         return 0
 
     bar = None
     if not args.no_progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=len(specs), desc=args.suite, unit="run", file=sys.stderr,
-                   disable=None if os.environ.get("CI") else False)
+        bar = tqdm(
+            total=len(specs),
+            desc=args.suite,
+            unit="run",
+            file=sys.stderr,
+            disable=None if os.environ.get("CI") else False,
+        )
     counts = {"done": 0, "skipped": 0, "failed": 0}
 
     def on_result(spec, status):
@@ -202,12 +250,16 @@ def _run(args: argparse.Namespace) -> int:
             bar.set_postfix_str(f"{spec.method} {status}", refresh=False)
             bar.update(1)
 
-    results = run_specs(specs, env, executor=args.executor, workers=args.workers,
-                        on_result=on_result)
+    results = run_specs(
+        specs, env, executor=args.executor, workers=args.workers, on_result=on_result
+    )
     if bar is not None:
         bar.close()
-    print(f"new {counts['done']}, skipped {counts['skipped']} (already done), "
-          f"failed {counts['failed']}; records in {out / 'records'}", file=sys.stderr)
+    print(
+        f"new {counts['done']}, skipped {counts['skipped']} (already done), "
+        f"failed {counts['failed']}; records in {out / 'records'}",
+        file=sys.stderr,
+    )
     if not args.no_summary:
         _print_summary(out, list(results))
     return 0
@@ -221,8 +273,9 @@ def _print_summary(out: Path, run_ids: list[str]) -> None:
     metrics, runs = load(out, run_ids)
     table = format_mean_std(summary_table(metrics))
     if not table.empty:
-        with pd.option_context("display.width", 200, "display.max_columns", 20,
-                               "display.max_rows", 500):
+        with pd.option_context(
+            "display.width", 200, "display.max_columns", 20, "display.max_rows", 500
+        ):
             print(table.to_string())
     if not runs.empty:
         failed = runs[runs["status"] == "failed"]

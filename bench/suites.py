@@ -23,10 +23,11 @@ DATASET_DEFAULTS: dict[str, tuple[str, Recipe]] = {
     "digits": ("smallcnn", Recipe(epochs=20, batch_size=64, lr=0.02, weight_decay=5e-4)),
     "synthetic": ("smallcnn", Recipe(epochs=15, batch_size=32, lr=0.05, weight_decay=5e-4)),
     # L2UL: 200 epochs, SGD 0.01, momentum 0.9, wd 5e-4, cosine, batch 128, crop + flip
-    "cifar10": ("resnet18_cifar", Recipe(epochs=200, batch_size=128, lr=0.01,
-                                         augment="crop_flip")),
-    "cifar100": ("resnet50_cifar", Recipe(epochs=200, batch_size=128, lr=0.01,
-                                          augment="crop_flip")),
+    "cifar10": ("resnet18_cifar", Recipe(epochs=200, batch_size=128, lr=0.01, augment="crop_flip")),
+    "cifar100": (
+        "resnet50_cifar",
+        Recipe(epochs=200, batch_size=128, lr=0.01, augment="crop_flip"),
+    ),
     "imagenet": ("tv_resnet50", Recipe(epochs=0, pretrained=True)),
 }
 
@@ -54,11 +55,16 @@ class Grid:
     requests: int = 1
     share_pretraining: bool = True
 
-    def expand(self, methods: Sequence[str] | None = None, dataset: str | None = None,
-               arch: str | None = None, forgets: Sequence[ForgetSpec] | None = None,
-               seeds: Sequence[int] | None = None,
-               hp_overrides: dict[str, dict[str, Any]] | None = None,
-               data_overrides: dict[str, Any] | None = None) -> list[RunSpec]:
+    def expand(
+        self,
+        methods: Sequence[str] | None = None,
+        dataset: str | None = None,
+        arch: str | None = None,
+        forgets: Sequence[ForgetSpec] | None = None,
+        seeds: Sequence[int] | None = None,
+        hp_overrides: dict[str, dict[str, Any]] | None = None,
+        data_overrides: dict[str, Any] | None = None,
+    ) -> list[RunSpec]:
         data = self.data
         if dataset and dataset != data.name:
             data = DataSpec(name=dataset)
@@ -77,12 +83,24 @@ class Grid:
             resolved = dataclasses.asdict(make_hparams(m, hp))  # validates names and types
             for fg in forgets or self.forgets:
                 for s in seeds if seeds is not None else self.seeds:
-                    specs.append(RunSpec(
-                        method=m, data=data, arch=the_arch, recipe=recipe, forget=fg,
-                        hparams=RunSpec.hparams_tuple(resolved), seed=s,
-                        train_seed=0 if self.share_pretraining else s, forget_seed=s,
-                        unlearn_seed=s, metrics=self.metrics, suite=self.name,
-                        scenario=self.scenario, requests=self.requests))
+                    specs.append(
+                        RunSpec(
+                            method=m,
+                            data=data,
+                            arch=the_arch,
+                            recipe=recipe,
+                            forget=fg,
+                            hparams=RunSpec.hparams_tuple(resolved),
+                            seed=s,
+                            train_seed=0 if self.share_pretraining else s,
+                            forget_seed=s,
+                            unlearn_seed=s,
+                            metrics=self.metrics,
+                            suite=self.name,
+                            scenario=self.scenario,
+                            requests=self.requests,
+                        )
+                    )
         unknown = [h for h in (hp_overrides or {}) if h not in names]
         if unknown:
             raise BenchError(f"--hp names methods not in this run: {', '.join(unknown)}")
@@ -103,11 +121,13 @@ def register_suite(grid: Grid) -> Grid:
     return grid
 
 
-register_suite(Grid(
-    name="smoke",
-    description="every registered method on the embedded digits, 2 seeds x 2 forget sizes "
-                "(CPU, about a minute)",
-    data=DataSpec("digits"),
-    forgets=(ForgetSpec("instance", k=8), ForgetSpec("instance", k=32)),
-    seeds=(0, 1),
-))
+register_suite(
+    Grid(
+        name="smoke",
+        description="every registered method on the embedded digits, 2 seeds x 2 forget sizes "
+        "(CPU, about a minute)",
+        data=DataSpec("digits"),
+        forgets=(ForgetSpec("instance", k=8), ForgetSpec("instance", k=32)),
+        seeds=(0, 1),
+    )
+)

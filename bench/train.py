@@ -22,8 +22,9 @@ TRAIN_CODE_VERSION = 1  # part of the pretraining cache key: bump when training 
 
 def make_optimizer(params, recipe: Recipe) -> torch.optim.Optimizer:
     if recipe.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum,
-                               weight_decay=recipe.weight_decay)
+        return torch.optim.SGD(
+            params, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay
+        )
     return torch.optim.AdamW(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
 
 
@@ -47,12 +48,18 @@ def make_schedule(opt, recipe: Recipe) -> Callable[[int], None]:
 
 def fresh_model(bundle: DatasetBundle, arch: str, seed: int, pretrained: bool = False) -> nn.Module:
     torch.manual_seed(seed)
-    return build_model(arch, bundle.num_classes, bundle.input_shape, bundle.mean, bundle.std,
-                       pretrained=pretrained)
+    return build_model(
+        arch, bundle.num_classes, bundle.input_shape, bundle.mean, bundle.std, pretrained=pretrained
+    )
 
 
-def train(model: nn.Module, view: View, recipe: Recipe, seed: int,
-          on_epoch: Callable[[int, float], None] | None = None) -> int:
+def train(
+    model: nn.Module,
+    view: View,
+    recipe: Recipe,
+    seed: int,
+    on_epoch: Callable[[int, float], None] | None = None,
+) -> int:
     """Train ``model`` in place on ``view`` with ``recipe``; returns the number of steps."""
     device = view.device
     model.to(device).train()
@@ -63,8 +70,13 @@ def train(model: nn.Module, view: View, recipe: Recipe, seed: int,
     for epoch in range(recipe.epochs):
         sched(epoch)
         total = torch.zeros((), device=device)
-        for x, y in view.loader(recipe.batch_size, shuffle=True, generator=g,
-                                augment=recipe.augment, crop_padding=recipe.crop_padding):
+        for x, y in view.loader(
+            recipe.batch_size,
+            shuffle=True,
+            generator=g,
+            augment=recipe.augment,
+            crop_padding=recipe.crop_padding,
+        ):
             loss = F.cross_entropy(model(x), y, label_smoothing=recipe.label_smoothing)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -90,8 +102,9 @@ def predict(model: nn.Module, view: View, batch_size: int = 1024) -> torch.Tenso
 
 
 @torch.no_grad()
-def accuracy(model: nn.Module, view: View, batch_size: int = 1024,
-             targets: torch.Tensor | None = None) -> float:
+def accuracy(
+    model: nn.Module, view: View, batch_size: int = 1024, targets: torch.Tensor | None = None
+) -> float:
     """Top-1 accuracy in percent (eval mode). ``targets`` overrides the view's labels."""
     if len(view) == 0:
         return float("nan")

@@ -15,8 +15,9 @@ from bench.method import Context
 
 def sgd(model: nn.Module, hp: Any) -> torch.optim.SGD:
     """SGD with the hyperparameters' ``lr``, ``momentum`` and ``weight_decay``."""
-    return torch.optim.SGD(model.parameters(), lr=hp.lr, momentum=hp.momentum,
-                           weight_decay=hp.weight_decay)
+    return torch.optim.SGD(
+        model.parameters(), lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay
+    )
 
 
 class ForgetCheck:
@@ -26,8 +27,13 @@ class ForgetCheck:
     ``relabel=True``, the labels every instance must be predicted as.
     """
 
-    def __init__(self, forget: View, targets: torch.Tensor | None = None, relabel: bool = False,
-                 batch_size: int = 1024):
+    def __init__(
+        self,
+        forget: View,
+        targets: torch.Tensor | None = None,
+        relabel: bool = False,
+        batch_size: int = 1024,
+    ):
         self.x, y = forget.tensors()
         self.targets = (targets if targets is not None else y).to(self.x.device)
         self.relabel = relabel
@@ -50,8 +56,14 @@ class ForgetCheck:
         return int(self.hits(model)) == 0
 
 
-def run_until_forgotten(model: nn.Module, ctx: Context, check: ForgetCheck, max_epochs: int,
-                        epoch: Callable[[int], Iterator[None]], check_every_step: bool) -> None:
+def run_until_forgotten(
+    model: nn.Module,
+    ctx: Context,
+    check: ForgetCheck,
+    max_epochs: int,
+    epoch: Callable[[int], Iterator[None]],
+    check_every_step: bool,
+) -> None:
     """Repeat ``epoch(e)`` (a generator that yields after each optimizer step) until ``check``
     passes, checking after every step or after every epoch, at most ``max_epochs`` epochs.
     Records steps, epochs used and whether the cap was hit in ``ctx``."""

@@ -23,8 +23,12 @@ class FinetuneHP:
     augment: str = "recipe"  # "recipe" = the pretraining augmentation, or none/crop/crop_flip
 
 
-@register_method("finetune", hparams=FinetuneHP, needs=("forget", "retain"),
-                 citation="Golatkar et al. CVPR 2020; Jia et al. NeurIPS 2023 (FT)")
+@register_method(
+    "finetune",
+    hparams=FinetuneHP,
+    needs=("forget", "retain"),
+    citation="Golatkar et al. CVPR 2020; Jia et al. NeurIPS 2023 (FT)",
+)
 def finetune(model, data, hp: FinetuneHP, ctx):
     """Train on D_r only with cross-entropy for ``epochs`` epochs (spec section 5); D_f is
     never used for updates. Reference: github.com/OPTML-Group/Unlearn-Sparse (FT)."""
@@ -32,8 +36,13 @@ def finetune(model, data, hp: FinetuneHP, ctx):
     augment = ctx.recipe.augment if hp.augment == "recipe" else hp.augment
     model.train()
     for _ in range(hp.epochs):
-        for x, y in data.retain.loader(hp.batch_size, shuffle=True, generator=ctx.generator,
-                                       augment=augment, crop_padding=ctx.recipe.crop_padding):
+        for x, y in data.retain.loader(
+            hp.batch_size,
+            shuffle=True,
+            generator=ctx.generator,
+            augment=augment,
+            crop_padding=ctx.recipe.crop_padding,
+        ):
             loss = F.cross_entropy(model(x), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()

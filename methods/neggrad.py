@@ -23,8 +23,12 @@ class NegGradHP:
     max_epochs: int = 1000
 
 
-@register_method("neggrad", hparams=NegGradHP, needs=("forget",),
-                 citation="Cha et al., AAAI 2024 (L2UL), baseline case 1")
+@register_method(
+    "neggrad",
+    hparams=NegGradHP,
+    needs=("forget",),
+    citation="Cha et al., AAAI 2024 (L2UL), baseline case 1",
+)
 def neggrad(model, data, hp: NegGradHP, ctx):
     """Minimise L = -CE(g(x_f), y_f) over full, unshuffled passes of D_f in train mode; after
     each pass the D_f accuracy is measured in eval mode and the run stops at exactly 0 %.

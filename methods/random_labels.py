@@ -30,8 +30,12 @@ def _needs(hp: RandomLabelsHP) -> tuple[str, ...]:
     return ("forget", "retain") if hp.use_retain else ("forget",)
 
 
-@register_method("random_labels", hparams=RandomLabelsHP, needs=_needs,
-                 citation="Golatkar et al. CVPR 2020; Fan et al. ICLR 2024 (RL)")
+@register_method(
+    "random_labels",
+    hparams=RandomLabelsHP,
+    needs=_needs,
+    citation="Golatkar et al. CVPR 2020; Fan et al. ICLR 2024 (RL)",
+)
 def random_labels(model, data, hp: RandomLabelsHP, ctx):
     """Minimise CE(g(x_f), y') where y' is drawn uniformly from the classes other than y_f,
     re-drawn every epoch; with ``use_retain``, plus CE on a cycled D_r batch. Stops when D_f
@@ -41,8 +45,9 @@ def random_labels(model, data, hp: RandomLabelsHP, ctx):
     check = ForgetCheck(data.forget)
     retain = None
     if hp.use_retain:
-        retain = cycle(lambda: data.retain.loader(hp.retain_batch, shuffle=True,
-                                                  generator=ctx.generator))
+        retain = cycle(
+            lambda: data.retain.loader(hp.retain_batch, shuffle=True, generator=ctx.generator)
+        )
 
     def epoch(_e):
         model.train()

@@ -12,8 +12,13 @@ class RetrainHP:
     """Retraining uses the run's pretraining recipe; no hyperparameters of its own."""
 
 
-@register_method("retrain", hparams=RetrainHP, needs=("forget", "retain"), exact=True,
-                 citation="the gold standard of every unlearning paper")
+@register_method(
+    "retrain",
+    hparams=RetrainHP,
+    needs=("forget", "retain"),
+    exact=True,
+    citation="the gold standard of every unlearning paper",
+)
 def retrain(model, data, hp, ctx):
     """Train a fresh model with the pretraining recipe on D_r only, from the same initial seed
     (spec section 5); the pretrained model is discarded."""

@@ -12,7 +12,9 @@ from bench.records import iter_records
 KEYS = ["suite", "dataset", "arch", "method", "forget", "scenario"]
 
 
-def load(out: Path | str, run_ids: Iterable[str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+def load(
+    out: Path | str, run_ids: Iterable[str] | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """``(metrics, runs)``: tidy metric rows of finished runs, and one row per run with its
     status (``done`` / ``failed``) and error. Failed runs are listed, never dropped."""
     wanted = set(run_ids) if run_ids is not None else None
@@ -32,12 +34,18 @@ def load(out: Path | str, run_ids: Iterable[str] | None = None) -> tuple[pd.Data
     if not metrics.empty:
         done = {rid for rid, s in status.items() if s.get("status") == "done"}
         metrics = metrics[metrics["run_id"].isin(done)].reset_index(drop=True)
-    runs = pd.DataFrame([
-        {"run_id": rid, "status": s.get("status"), "error": s.get("error", ""),
-         "method": meta.get(rid, {}).get("spec", {}).get("method"),
-         "seed": meta.get(rid, {}).get("spec", {}).get("seed")}
-        for rid, s in status.items()
-    ])
+    runs = pd.DataFrame(
+        [
+            {
+                "run_id": rid,
+                "status": s.get("status"),
+                "error": s.get("error", ""),
+                "method": meta.get(rid, {}).get("spec", {}).get("method"),
+                "seed": meta.get(rid, {}).get("spec", {}).get("seed"),
+            }
+            for rid, s in status.items()
+        ]
+    )
     return metrics, runs
 
 
@@ -72,11 +80,13 @@ def summary_table(metrics: pd.DataFrame) -> pd.DataFrame:
         ("unlearn", "-", "wall_seconds"): "seconds",
     }
     st = st[[(a, b, c) in wanted for a, b, c in zip(st["stage"], st["split"], st["metric"])]]
-    st = st.assign(column=[wanted[(a, b, c)] for a, b, c in
-                           zip(st["stage"], st["split"], st["metric"])])
+    st = st.assign(
+        column=[wanted[(a, b, c)] for a, b, c in zip(st["stage"], st["split"], st["metric"])]
+    )
     keys = [k for k in KEYS if k in st.columns and k not in ("suite", "scenario")]
-    wide = st.pivot_table(index=keys, columns="column", values=["mean", "std", "n"],
-                          aggfunc="first")
+    wide = st.pivot_table(
+        index=keys, columns="column", values=["mean", "std", "n"], aggfunc="first", dropna=False
+    )
     return wide
 
 
@@ -84,12 +94,16 @@ def format_mean_std(wide: pd.DataFrame, digits: int = 1) -> pd.DataFrame:
     """``mean ± std`` strings for display (rendering helper for the CLI summary)."""
     if wide.empty:
         return wide
-    cols = [c for c in ["D_f acc", "D_r acc", "test acc", "steps", "seconds"]
-            if c in wide["mean"].columns]
+    cols = [
+        c
+        for c in ["D_f acc", "D_r acc", "test acc", "steps", "seconds"]
+        if c in wide["mean"].columns
+    ]
     out = pd.DataFrame(index=wide.index)
     for c in cols:
         d = 2 if c == "seconds" else (0 if c == "steps" else digits)
-        m, s = wide["mean"][c], wide["std"][c].fillna(0)
+        m = wide["mean"][c]
+        s = wide["std"][c].fillna(0) if "std" in wide.columns.get_level_values(0) else m * 0
         out[c] = [f"{a:.{d}f} ± {b:.{d}f}" for a, b in zip(m, s)]
     out["n"] = wide["n"][cols[0]].astype(int)
     return out

@@ -40,14 +40,21 @@ def carve(bundle: DatasetBundle, spec: DataSpec) -> Carved:
         from sklearn.model_selection import train_test_split
 
         all_train, val = train_test_split(
-            all_train, test_size=spec.val_fraction, random_state=spec.split_seed,
+            all_train,
+            test_size=spec.val_fraction,
+            random_state=spec.split_seed,
             stratify=bundle.train.targets.numpy(),
         )
     train = _subset(np.sort(all_train), spec.train_subset, spec.split_seed, "train_subset")
-    test = _subset(np.arange(len(bundle.test)), spec.test_subset, spec.split_seed + 1,
-                   "test_subset")
-    return Carved(bundle, torch.from_numpy(train).long(), torch.from_numpy(np.sort(val)).long(),
-                  torch.from_numpy(test).long())
+    test = _subset(
+        np.arange(len(bundle.test)), spec.test_subset, spec.split_seed + 1, "test_subset"
+    )
+    return Carved(
+        bundle,
+        torch.from_numpy(train).long(),
+        torch.from_numpy(np.sort(val)).long(),
+        torch.from_numpy(test).long(),
+    )
 
 
 def _subset(idx: np.ndarray, n: int | None, seed: int, what: str) -> np.ndarray:
@@ -65,7 +72,9 @@ def select_forget(train_targets: Tensor, spec: ForgetSpec, seed: int) -> Tensor:
     if spec.kind == "class":
         bad = [c for c in spec.classes or () if not 0 <= c < int(train_targets.max()) + 1]
         if bad:
-            raise BenchError(f"forget classes {bad} do not exist (classes are 0..{int(train_targets.max())})")
+            raise BenchError(
+                f"forget classes {bad} do not exist (classes are 0..{int(train_targets.max())})"
+            )
         mask = torch.zeros(n, dtype=torch.bool)
         for c in spec.classes or ():
             mask |= train_targets == c
@@ -74,8 +83,10 @@ def select_forget(train_targets: Tensor, spec: ForgetSpec, seed: int) -> Tensor:
     if k is None or k < 1:
         raise BenchError(f"forget set {spec.label} is empty on a train split of {n}")
     if k >= n:
-        raise BenchError(f"forget set {spec.label} needs {k} instances but the train split has "
-                         f"only {n}: choose a smaller k")
+        raise BenchError(
+            f"forget set {spec.label} needs {k} instances but the train split has "
+            f"only {n}: choose a smaller k"
+        )
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     return perm[:k].sort().values
 

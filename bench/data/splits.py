@@ -94,8 +94,13 @@ class FileSplit(Split):
     must end with ``ToTensor()`` (pixels in [0, 1]).
     """
 
-    def __init__(self, samples: list[tuple[str, int]], eval_transform: Any,
-                 train_transform: Any | None = None, num_workers: int = 4):
+    def __init__(
+        self,
+        samples: list[tuple[str, int]],
+        eval_transform: Any,
+        train_transform: Any | None = None,
+        num_workers: int = 4,
+    ):
         self.samples = samples
         self.targets = torch.tensor([s[1] for s in samples], dtype=torch.long)
         self.eval_transform = eval_transform
@@ -105,10 +110,18 @@ class FileSplit(Split):
     def batches(self, indices, batch_size, device, augment="none", crop_padding=4, generator=None):
         from torch.utils.data import DataLoader
 
-        ds = _FileDataset(self.samples, indices.tolist(),
-                          self.eval_transform if augment == "none" else self.train_transform)
-        loader = DataLoader(ds, batch_size=batch_size, shuffle=False,
-                            num_workers=self.num_workers, pin_memory=device.type == "cuda")
+        ds = _FileDataset(
+            self.samples,
+            indices.tolist(),
+            self.eval_transform if augment == "none" else self.train_transform,
+        )
+        loader = DataLoader(
+            ds,
+            batch_size=batch_size,
+            shuffle=False,
+            num_workers=self.num_workers,
+            pin_memory=device.type == "cuda",
+        )
         for x, y in loader:
             yield x.to(device, non_blocking=True), y.to(device, non_blocking=True)
 
@@ -148,9 +161,14 @@ class View:
     def targets(self) -> Tensor:
         return self.split.targets.index_select(0, self.indices)
 
-    def loader(self, batch_size: int, shuffle: bool = False,
-               generator: torch.Generator | None = None, augment: str = "none",
-               crop_padding: int = 4) -> Iterator[tuple[Tensor, Tensor]]:
+    def loader(
+        self,
+        batch_size: int,
+        shuffle: bool = False,
+        generator: torch.Generator | None = None,
+        augment: str = "none",
+        crop_padding: int = 4,
+    ) -> Iterator[tuple[Tensor, Tensor]]:
         idx = self.indices
         if shuffle:
             if generator is None:
@@ -167,8 +185,12 @@ class View:
 
     def subset(self, positions: Tensor, name: str = "") -> View:
         """A view of some of this view's rows (positions are 0..len-1 within this view)."""
-        return View(self.split, self.indices.index_select(0, positions.long()), self.device,
-                    name or self.name)
+        return View(
+            self.split,
+            self.indices.index_select(0, positions.long()),
+            self.device,
+            name or self.name,
+        )
 
     def to(self, device: torch.device) -> View:
         return View(self.split, self.indices, device, self.name)

@@ -54,8 +54,9 @@ def accuracy(ev: EvalInput) -> list[tuple[str, str, float]]:
     return out
 
 
-def evaluate(model: nn.Module, views: dict[str, View], num_classes: int,
-             metrics: tuple[str, ...]) -> list[tuple[str, str, float]]:
+def evaluate(
+    model: nn.Module, views: dict[str, View], num_classes: int, metrics: tuple[str, ...]
+) -> list[tuple[str, str, float]]:
     ev = EvalInput(model, views, num_classes)
     rows: list[tuple[str, str, float]] = []
     for name in metrics:

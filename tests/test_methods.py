@@ -1,0 +1,173 @@
+"""Every registered method, parametrized over the registry: a new method is tested the moment
+it is registered."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import pkgutil
+
+import pytest
+import torch
+
+import methods as methods_pkg
+from bench.data import View, carve, load_dataset, retain_positions, select_forget
+from bench.method import METHODS, Context, UnlearnData, Withheld, make_hparams, method_needs
+from bench.protocol import Env, pretrained_model
+from bench.spec import ForgetSpec
+from bench.train import accuracy
+from tests.helpers import FAST_HP, tiny_spec
+
+ALL = METHODS.list()
+# methods whose purpose is to lower D_f accuracy on instances the model memorised
+FORGETTING = [m for m in ALL if not METHODS.entry(m).meta.get("exact") and m not in ("finetune",)]
+
+
+def test_every_method_file_registers_a_method():
+    files = {
+        m.name for m in pkgutil.iter_modules(methods_pkg.__path__) if not m.name.startswith("_")
+    }
+    assert set(methods_pkg._MODULES) == files, "list every methods/*.py in methods._MODULES"
+    registered_modules = {
+        METHODS.get(n).__module__.split(".")[-1]
+        for n in ALL
+        if METHODS.get(n).__module__.startswith("methods.")
+    }
+    assert files <= registered_modules
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_hparams_are_frozen_dataclasses_with_defaults(name):
+    hp = make_hparams(name)
+    assert dataclasses.is_dataclass(hp) and type(hp).__dataclass_params__.frozen
+    assert set(method_needs(name, hp)) <= {"forget", "retain", "val"}
+    assert "forget" in method_needs(name, hp)
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    env = Env(out=tmp_path_factory.mktemp("out"), cache=tmp_path_factory.mktemp("cache"))
+    spec = tiny_spec("neggrad", k=16)
+    bundle = load_dataset("synthetic", env.locations)
+    carved = carve(bundle, spec.data)
+    model, _ = pretrained_model(spec, carved, env)
+    return env, spec, bundle, carved, model
+
+
+def _call(name, setup, seed=0, k=16, spy=None, trained_on=None):
+    env, spec, bundle, carved, model0 = setup
+    spec = tiny_spec(name, k=k, seed=seed)
+    hp = make_hparams(name, spec.hparams_dict)
+    needs = method_needs(name, hp)
+    targets = bundle.train.targets.index_select(0, carved.train)
+    f = select_forget(targets, ForgetSpec("instance", k=k), seed)
+    train = View(bundle.train, carved.train, env.device, "train")
+    forget = train.subset(f, "forget")
+    retain = train.subset(retain_positions(len(carved.train), f), "retain")
+    data = UnlearnData(
+        forget,
+        retain if "retain" in needs else Withheld("retain", name),
+        Withheld("val", name),
+        bundle.num_classes,
+    )
+    if spy is not None:
+        data = spy(data)
+
+    def trainer(view):
+        from bench.train import fresh_model
+        from bench.train import train as train_fn
+
+        if trained_on is not None:
+            trained_on.append(view)
+        m = fresh_model(bundle, spec.arch, 0)
+        return m, train_fn(m, view, spec.recipe, 0)
+
+    ctx = Context(
+        env.device,
+        seed,
+        torch.Generator().manual_seed(seed),
+        spec.recipe,
+        bundle.num_classes,
+        method=name,
+        trainer=trainer,
+    )
+    torch.manual_seed(seed)
+    model = METHODS.get(name)(copy.deepcopy(model0), data, hp, ctx)
+    return model, forget, retain, ctx
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_method_gives_finite_model_and_is_deterministic(name, setup):
+    m1, *_ = _call(name, setup, seed=3)
+    m2, *_ = _call(name, setup, seed=3)
+    s1, s2 = m1.state_dict(), m2.state_dict()
+    for key in s1:
+        assert torch.isfinite(s1[key].float()).all(), f"{name}: non-finite {key}"
+        assert torch.equal(s1[key], s2[key]), f"{name}: not deterministic under a seed ({key})"
+
+
+@pytest.mark.parametrize("name", FORGETTING)
+def test_forgetting_methods_lower_forget_accuracy(name, setup):
+    *_, model0 = setup
+    model, forget, retain, ctx = _call(name, setup, seed=0)
+    before, after = accuracy(model0, forget), accuracy(model, forget)
+    assert before >= 75, "fixture: the pretrained model should fit its training points"
+    assert after < before - 25, f"{name}: D_f accuracy {before:.1f} -> {after:.1f}"
+    assert ctx.steps > 0
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_methods_without_retain_access_never_see_retain(name, setup):
+    hp = make_hparams(name, FAST_HP.get(name, {}))
+    if "retain" in method_needs(name, hp):
+        pytest.skip("declares retain access")
+    seen = []
+
+    def spy(data):
+        class Spy(Withheld):
+            def __getattr__(self, item):
+                seen.append(item)
+                return super().__getattr__(item)
+
+        assert isinstance(data.retain, Withheld)
+        return dataclasses.replace(data, retain=Spy("retain", name))
+
+    _call(name, setup, spy=spy)
+    assert seen == [], f"{name} touched D_r: {seen}"
+
+
+def test_withheld_data_raises_with_fix():
+    w = Withheld("retain", "mymethod")
+    assert not w
+    with pytest.raises(PermissionError, match="needs="):
+        w.loader(32)
+    with pytest.raises(PermissionError):
+        len(w)
+
+
+def test_retrain_trains_from_scratch_on_retain_only(setup):
+    trained_on = []
+    model, forget, retain, ctx = _call("retrain", setup, trained_on=trained_on)
+    assert len(trained_on) == 1 and torch.equal(trained_on[0].indices, retain.indices)
+    assert not set(forget.indices.tolist()) & set(trained_on[0].indices.tolist())
+    assert ctx.steps > 0
+    *_, model0 = setup
+    assert any(
+        not torch.equal(a, b)
+        for a, b in zip(model.state_dict().values(), model0.state_dict().values())
+    )
+
+
+def test_unknown_hparam_suggests_field():
+    from bench.errors import BenchError
+
+    with pytest.raises(BenchError, match="max_epochs"):
+        make_hparams("neggrad", {"max_epoch": 3})
+    assert make_hparams("neggrad", {"lr": "0.5"}).lr == 0.5
+    assert make_hparams("random_labels", {"use_retain": "true"}).use_retain is True
+
+
+def test_random_labels_use_retain_declares_retain():
+    assert method_needs("random_labels", make_hparams("random_labels")) == ("forget",)
+    hp = make_hparams("random_labels", {"use_retain": True})
+    assert "retain" in method_needs("random_labels", hp)
