@@ -4,15 +4,13 @@ import socket
 
 import pytest
 
-from tests.conftest import NetworkAccessError
-
 
 def test_network_is_blocked():
-    with pytest.raises(NetworkAccessError):
+    with pytest.raises(RuntimeError, match="reach the network"):
         socket.create_connection(("example.com", 80), timeout=1)
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     try:
-        with pytest.raises(NetworkAccessError):
+        with pytest.raises(RuntimeError, match="reach the network"):
             s.connect(("93.184.216.34", 80))
     finally:
         s.close()
