@@ -714,3 +714,26 @@ def test_tensor_split_batches_with_augmentation():
     assert float(xa.min()) >= 0.0 and float(xa.max()) <= 1.0
     with pytest.raises(ValueError, match="generator"):
         view.loader(batch_size=2, shuffle=True)
+
+
+def test_cifar10_jpeg_tarball_original_order(tmp_path, cache):
+    """With the label file of the original order beside the tarball, images come back in the
+    original dataset order (so forget-set indices match torchvision's format)."""
+    root = tmp_path / "data" / "cifar10-jpeg"
+    _write_jpeg_tarball(root / "cifar10_jpeg.tar.gz", tmp_path)
+    # one image per class: original order = a permutation of the classes
+    train_order = np.array([6, 9, 4, 1, 2, 7, 8, 3, 5, 0], dtype=np.uint8)
+    test_order = np.array([3, 8, 0, 6, 1, 9, 5, 7, 4, 2], dtype=np.uint8)
+    np.savez(
+        root / "cifar10_labels_original_order.npz",
+        train_labels=train_order,
+        test_labels=test_order,
+        class_names=np.array(CIFAR10_CLASSES),
+    )
+    b = load_dataset("cifar10", Locations(tmp_path / "data", cache))
+    assert b.train.targets.tolist() == train_order.tolist()
+    assert b.test.targets.tolist() == test_order.tolist()
+    # the pixels moved with their labels: compare with folder order from a plain export
+    datasets_mod._LOADED.clear()
+    plain = load_dataset("cifar10", Locations(next((cache / "data").glob("cifar10_jpeg-*")), cache))
+    assert torch.equal(b.train.x, plain.train.x[torch.from_numpy(train_order.astype(np.int64))])

@@ -141,7 +141,13 @@ def _cifar(
         for tar in (root / f"{name}_jpeg.tar.gz", root / f"{name}-jpeg" / f"{name}_jpeg.tar.gz"):
             if tar.is_file():
                 return _image_folder_tensors(
-                    _unpack(tar, loc.cache), name, n_classes, mean, std, loc.cache
+                    _unpack(tar, loc.cache),
+                    name,
+                    n_classes,
+                    mean,
+                    std,
+                    loc.cache,
+                    order_file=tar.parent / f"{name}_labels_original_order.npz",
                 )
     if loc.download:
         if root is None:
@@ -220,9 +226,17 @@ def _unpack(tar: Path, cache: Path) -> Path:
     return dest
 
 
-def _image_folder_tensors(base: Path, name, n_classes, mean, std, cache: Path) -> DatasetBundle:
+def _image_folder_tensors(
+    base: Path, name, n_classes, mean, std, cache: Path, order_file: Path | None = None
+) -> DatasetBundle:
     """Decode an image-folder export into uint8 tensors once and cache them (keyed by the file
-    list and sizes), so later runs load in well under a second."""
+    list and sizes), so later runs load in well under a second.
+
+    Images are in folder order (class, then file name) unless a label file of the original
+    order is found (``<name>_labels_original_order.npz`` beside the tarball or in the export
+    folder, with ``train_labels``, ``test_labels``, ``class_names``; file ``<class>/<k>.jpg`` is
+    the k-th image of that class in the original order): then the original dataset order is
+    restored, so forget-set indices match those of torchvision's format."""
     from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 
     classes, idx = find_classes(str(base / "train"))
@@ -232,6 +246,10 @@ def _image_folder_tensors(base: Path, name, n_classes, mean, std, cache: Path) -
             f"{n_classes}: point --data-root at a complete {name} export"
         )
     split_samples = {s: make_dataset(str(base / s), idx, IMG_EXTENSIONS) for s in ("train", "test")}
+    for candidate in (order_file, base / f"{name}_labels_original_order.npz"):
+        if candidate is not None and candidate.is_file():
+            split_samples = _original_order(split_samples, candidate)
+            break
     h = hashlib.sha256()
     for s, samples in split_samples.items():
         for p, _ in samples:
@@ -255,6 +273,28 @@ def _image_folder_tensors(base: Path, name, n_classes, mean, std, cache: Path) -
         classes,
         f"image-folder:{base}",
     )
+
+
+def _original_order(split_samples: dict, order_file: Path) -> dict:
+    """Reorder each split to the dataset's original order (see ``_image_folder_tensors``);
+    splits whose files do not match the label file keep folder order."""
+    labels = np.load(order_file, allow_pickle=False)
+    names = [str(c) for c in labels["class_names"]]
+    out = {}
+    for split, samples in split_samples.items():
+        by_key = {}
+        for path, target in samples:
+            p = Path(path)
+            by_key[(p.parent.name, p.stem)] = (path, target)
+        lab = labels[f"{split}_labels"]
+        seen = np.zeros(len(names), dtype=np.int64)
+        ordered = []
+        for y in lab:
+            ordered.append(by_key.get((names[y], f"{seen[y]:04d}")))
+            seen[y] += 1
+        ok = len(lab) == len(samples) and all(o is not None for o in ordered)
+        out[split] = ordered if ok else samples
+    return out
 
 
 def _decode(samples: list[tuple[str, int]]) -> tuple[torch.Tensor, torch.Tensor]:
