@@ -121,13 +121,146 @@ def register_suite(grid: Grid) -> Grid:
     return grid
 
 
+# L2UL (Cha et al., AAAI 2024): instance-wise unlearning with D_f only (spec section 1).
+L2UL_METHODS = (
+    "finetune",
+    "neggrad",
+    "random_labels",
+    "adv_only",
+    "mas_only",
+    "adv_mas",
+    "retrain",
+)
+# digits: 8x8x1 = 64 pixels instead of CIFAR's 3072, so the L2 radius and step are scaled by
+# sqrt(64 / 3072) ~ 1/7 (the same per-pixel RMS perturbation); fewer PGD iterations and a
+# smaller N_adv keep the whole suite (84 runs) within minutes on 2 CPU cores.
+L2UL_DIGITS_ADV = {"n_adv": 10, "eps": 0.6, "step": 0.05, "iters": 20, "max_epochs": 100}
+L2UL_DIGITS_HP = {
+    "neggrad": {"max_epochs": 300},
+    "random_labels": {"max_epochs": 300},
+    "mas_only": {"max_epochs": 300},
+    "adv_only": L2UL_DIGITS_ADV,
+    "adv_mas": L2UL_DIGITS_ADV,
+}
+L2UL_DIGITS_FORGETS = tuple(ForgetSpec("instance", k=k) for k in (8, 32, 64, 128))
+L2UL_PAPER_FORGETS = tuple(ForgetSpec("instance", k=k) for k in (16, 64, 128, 256))
+
+register_suite(
+    Grid(
+        name="l2ul-digits",
+        description="L2UL family + baselines on the embedded digits, k in {8,32,64,128}, 3 seeds, "
+        "shared pretraining (CPU, under 10 minutes)",
+        data=DataSpec("digits"),
+        methods=L2UL_METHODS,
+        forgets=L2UL_DIGITS_FORGETS,
+        seeds=(0, 1, 2),
+        hparams=L2UL_DIGITS_HP,
+        share_pretraining=True,
+    )
+)
+register_suite(
+    Grid(
+        name="l2ul-cifar10",
+        description="L2UL on CIFAR-10 + ResNet-18, paper hyperparameters (N_adv 20, eps 4, "
+        "100 PGD iterations, 1000 epochs cap), k in {16,64,128,256}, 5 seeds (GPU)",
+        data=DataSpec("cifar10"),
+        arch="resnet18_cifar",
+        methods=L2UL_METHODS,
+        forgets=L2UL_PAPER_FORGETS,
+        seeds=(0, 1, 2, 3, 4),
+        share_pretraining=True,
+    )
+)
+register_suite(
+    Grid(
+        name="l2ul-cifar100",
+        description="L2UL on CIFAR-100 + ResNet-50, paper hyperparameters (N_adv 200, 100 "
+        "epochs cap), k in {16,64,128,256}, 5 seeds (GPU)",
+        data=DataSpec("cifar100"),
+        arch="resnet50_cifar",
+        methods=L2UL_METHODS,
+        forgets=L2UL_PAPER_FORGETS,
+        seeds=(0, 1, 2, 3, 4),
+        hparams={
+            "neggrad": {"max_epochs": 100},
+            "random_labels": {"max_epochs": 100},
+            "mas_only": {"max_epochs": 100},
+            "adv_only": {"n_adv": 200, "max_epochs": 100},
+            "adv_mas": {"n_adv": 200, "max_epochs": 100},
+        },
+        share_pretraining=True,
+    )
+)
+_L2UL_IMAGENET_HP = {"forget_batch": 16, "max_epochs": 100}
+_L2UL_IMAGENET_ADV = {**_L2UL_IMAGENET_HP, "adv_batch": 128, "n_adv": 200, "attack_batch": 256}
+register_suite(
+    Grid(
+        name="l2ul-imagenet",
+        description="L2UL on ImageNet-1K + torchvision ResNet-50 (pretrained), paper "
+        "hyperparameters (forget batch 16, adversarial batch 128, N_adv 200, 100 epochs cap), "
+        "k in {16,64,128,256}, 5 seeds (GPU; retrain needs a from-scratch recipe)",
+        data=DataSpec("imagenet"),
+        arch="tv_resnet50",
+        methods=L2UL_METHODS[:-1],
+        forgets=L2UL_PAPER_FORGETS,
+        seeds=(0, 1, 2, 3, 4),
+        hparams={
+            "neggrad": _L2UL_IMAGENET_HP,
+            "random_labels": _L2UL_IMAGENET_HP,
+            "mas_only": {**_L2UL_IMAGENET_HP, "mas_batch": 16},
+            "adv_only": _L2UL_IMAGENET_ADV,
+            "adv_mas": {**_L2UL_IMAGENET_ADV, "mas_batch": 16},
+        },
+        share_pretraining=True,
+    )
+)
+register_suite(
+    Grid(
+        name="l2ul-digits-continual",
+        description="continual L2UL on the embedded digits: 5 requests of k in {8,32,64,128} "
+        "each, 3 seeds (CPU)",
+        data=DataSpec("digits"),
+        methods=L2UL_METHODS,
+        forgets=L2UL_DIGITS_FORGETS,
+        seeds=(0, 1, 2),
+        hparams=L2UL_DIGITS_HP,
+        scenario="continual",
+        requests=5,
+        share_pretraining=True,
+    )
+)
+register_suite(
+    Grid(
+        name="l2ul-cifar10-continual",
+        description="continual L2UL on CIFAR-10 + ResNet-18: 5 requests of k in {16,64,128,256} "
+        "each, paper hyperparameters, 5 seeds (GPU)",
+        data=DataSpec("cifar10"),
+        arch="resnet18_cifar",
+        methods=L2UL_METHODS,
+        forgets=L2UL_PAPER_FORGETS,
+        seeds=(0, 1, 2, 3, 4),
+        scenario="continual",
+        requests=5,
+        share_pretraining=True,
+    )
+)
+
+
+# The main job: every registered method on the embedded digits with the cheap metrics.
+# Adversarial methods use the digits-sized L2UL settings with a short epoch cap so that the
+# suite stays around two minutes on 2 CPU cores.
+SMOKE_HP = {
+    m: {**hp, "max_epochs": 30} if "n_adv" in hp else hp for m, hp in L2UL_DIGITS_HP.items()
+}
 register_suite(
     Grid(
         name="smoke",
-        description="every registered method on the embedded digits, 2 seeds x 2 forget sizes "
-        "(CPU, about a minute)",
+        description="every registered method on the embedded digits, 2 seeds x 2 forget sizes, "
+        "accuracy + MIA metrics (CPU, about two minutes)",
         data=DataSpec("digits"),
         forgets=(ForgetSpec("instance", k=8), ForgetSpec("instance", k=32)),
         seeds=(0, 1),
+        metrics=("accuracy", "mia_loss", "mia_entropy", "mia_svc", "mia_entropy_shadow"),
+        hparams=SMOKE_HP,
     )
 )

@@ -11,6 +11,9 @@ _MODULES = (
     "finetune",
     "neggrad",
     "random_labels",
+    "adv_only",
+    "mas_only",
+    "adv_mas",
 )
 
 for _m in _MODULES:

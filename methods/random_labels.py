@@ -7,15 +7,18 @@ from dataclasses import dataclass
 import torch
 from torch.nn import functional as F
 
+from bench.l2ul import forget_batches, objective_check, relabel_targets, report_success
 from bench.method import register_method
-from bench.unlearning import ForgetCheck, cycle, other_labels, run_until_forgotten, sgd
+from bench.unlearning import cycle, other_labels, run_until_forgotten, sgd
 
 
 @dataclass(frozen=True)
 class RandomLabelsHP:
     """Same optimizer and stop rule as NegGrad (spec section 5). ``use_retain`` adds one D_r
     batch of ``retain_batch`` to every step: the literature's "RL" variant (Golatkar et al.
-    2020; Fan et al., SalUn, ICLR 2024)."""
+    2020; Fan et al., SalUn, ICLR 2024). ``objective``: ``misclassify`` (labels re-drawn every
+    epoch, stop at D_f accuracy 0) or ``relabel`` (one fixed y* per instance, stop when all of
+    D_f is predicted as y*)."""
 
     lr: float = 1e-3
     momentum: float = 0.9
@@ -24,6 +27,7 @@ class RandomLabelsHP:
     max_epochs: int = 1000
     use_retain: bool = False
     retain_batch: int = 128
+    objective: str = "misclassify"
 
 
 def _needs(hp: RandomLabelsHP) -> tuple[str, ...]:
@@ -40,9 +44,14 @@ def random_labels(model, data, hp: RandomLabelsHP, ctx):
     """Minimise CE(g(x_f), y') where y' is drawn uniformly from the classes other than y_f,
     re-drawn every epoch; with ``use_retain``, plus CE on a cycled D_r batch. Stops when D_f
     accuracy is 0 (checked after every pass). Reference: github.com/OPTML-Group/Unlearn-Saliency
-    (``unlearn/RL.py``)."""
+    (``unlearn/RL.py``).
+
+    Relabel objective (project decision, spec section 5): y' = a fixed y* drawn once per call
+    with ``ctx.generator`` (before any other draw); stop when every forget instance is predicted
+    as its y*. Reports ``forget_success`` (% of D_f meeting the objective)."""
+    y_star = relabel_targets(data.forget, hp, ctx, data.num_classes)
     opt = sgd(model, hp)
-    check = ForgetCheck(data.forget)
+    check = objective_check(data.forget, y_star)
     retain = None
     if hp.use_retain:
         retain = cycle(
@@ -51,8 +60,8 @@ def random_labels(model, data, hp: RandomLabelsHP, ctx):
 
     def epoch(_e):
         model.train()
-        for x, y in data.forget.loader(hp.forget_batch):
-            y_rand = other_labels(y, data.num_classes, ctx.generator)
+        for x, y, t in forget_batches(data.forget, hp.forget_batch, y_star):
+            y_rand = t if t is not None else other_labels(y, data.num_classes, ctx.generator)
             if retain is not None:
                 xr, yr = next(retain)
                 x, y_rand = torch.cat([x, xr]), torch.cat([y_rand, yr])
@@ -63,4 +72,5 @@ def random_labels(model, data, hp: RandomLabelsHP, ctx):
             yield
 
     run_until_forgotten(model, ctx, check, hp.max_epochs, epoch, check_every_step=False)
+    report_success(ctx, check, model)
     return model

@@ -9,6 +9,12 @@ TINY_RECIPE = Recipe(epochs=12, batch_size=32, lr=0.05)
 # per-method hyperparameters that keep every method fast on the 256-image synthetic data
 FAST_HP = {
     "finetune": {"epochs": 2},
+    # L2UL family: a few cheap adversarial examples per instance and a larger step, so each
+    # run takes well under a second or two; lam 0.1 because with lam 1 the tiny model can sit
+    # at a fixed point where the penalty balances the (saturated) forget gradient
+    "adv_only": {"n_adv": 4, "iters": 10, "eps": 1.0, "lr": 0.01, "max_epochs": 200},
+    "adv_mas": {"n_adv": 4, "iters": 10, "eps": 1.0, "lr": 0.01, "lam": 0.1, "max_epochs": 200},
+    "mas_only": {"lr": 0.01, "max_epochs": 200},
 }
 
 

@@ -16,6 +16,7 @@ from bench.registry import load_entry_point_methods
 
 @pytest.fixture
 def installed_plugin(tmp_path, monkeypatch):
+    METHODS.list()  # builtin methods loaded before the plugin exists
     src = tmp_path / "src"
     (src / "ub_plugin_demo").mkdir(parents=True)
     (src / "ub_plugin_demo" / "__init__.py").write_text(
@@ -81,7 +82,7 @@ def test_entry_point_plugin_registers_and_runs(installed_plugin, env):
     from bench.protocol import execute
     from tests.helpers import tiny_spec
 
-    METHODS.list()  # builtin methods loaded
+    assert installed_plugin not in METHODS.list()
     added = load_entry_point_methods(METHODS)
     assert installed_plugin in added
     assert installed_plugin in METHODS.list()

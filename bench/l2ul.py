@@ -1,0 +1,233 @@
+"""Shared machinery of the L2UL family of methods (spec sections 1.2-1.5 and 5).
+
+L2UL = Cha et al., "Learning to Unlearn: Instance-wise Unlearning for Pre-trained Classifiers"
+(AAAI 2024; reference code github.com/csm9493/L2UL, used as a reference only). The family:
+
+* ``neggrad`` (case 1): L = -CE(g(x_f), y_f), passes over D_f, stop rule checked after a pass;
+* ``adv_only`` (case 2): the forget batch and an adversarial batch in one union batch, the forget
+  part with its sign flipped; stop rule checked after every step;
+* ``mas_only`` (paper ablation): NegGrad + the MAS importance penalty;
+* ``adv_mas`` (case 3, full L2UL): ADV + the MAS importance penalty;
+* ``random_labels`` and ``finetune`` take part through the ``objective`` switch only.
+
+This module holds the hyperparameter fields they share, the two objectives (``misclassify``, the
+paper's and code's, and ``relabel``, the paper's second goal, not in the code; spec section 5),
+the stop rule for each objective, and the unlearning loop of the four methods above.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from bench.attacks import make_adversarial_set
+from bench.data import View
+from bench.errors import BenchError
+from bench.importance import MASPenalty, mas_importance, normalize_importance
+from bench.method import Context, UnlearnData
+from bench.unlearning import ForgetCheck, cycle, other_labels, run_until_forgotten, sgd
+
+OBJECTIVES = ("misclassify", "relabel")
+
+
+@dataclass(frozen=True)
+class L2ULFields:
+    """Optimizer, schedule and objective shared by the family (spec 1.2/1.5, 5): SGD lr 1e-3,
+    momentum 0.9, weight decay 1e-4, forget batch 32, at most ``max_epochs`` epochs (1000 for
+    CIFAR-10 in the official code). ``objective``: ``misclassify`` (stop when no forget instance
+    is predicted as its label) or ``relabel`` (train towards a fixed y* != y drawn once per call
+    with the run's seed; stop when every forget instance is predicted as its y*)."""
+
+    lr: float = 1e-3
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    forget_batch: int = 32
+    max_epochs: int = 1000
+    objective: str = "misclassify"
+
+
+@dataclass(frozen=True)
+class AdvFields:
+    """The adversarial set (spec 1.3/1.5): ``n_adv`` targeted L2-PGD examples per forget
+    instance (eps 4.0, step 0.1, 100 iterations; CIFAR-10 N_adv = 20), adversarial batch 256.
+    ``target_label_range``: ``all`` (project default) or ``first10`` (the published runs' quirk,
+    see :func:`bench.attacks.random_targets`). ``attack_batch`` = images per PGD call (memory
+    only: the result does not depend on it; 0 = all at once)."""
+
+    n_adv: int = 20
+    eps: float = 4.0
+    step: float = 0.1
+    iters: int = 100
+    target_label_range: str = "all"
+    adv_batch: int = 256
+    attack_batch: int = 1024
+
+
+@dataclass(frozen=True)
+class MASFields:
+    """The importance penalty (spec 1.4): lam = 1.0 (``--reg-lamb``), MAS importance on D_f
+    with batch ``mas_batch`` (32 for CIFAR, 16 for ImageNet)."""
+
+    lam: float = 1.0
+    mas_batch: int = 32
+
+
+# ---------------------------------------------------------------------------------------------
+# objectives
+
+
+def check_objective(hp) -> None:
+    """Validate ``hp.objective`` (and its combination with the adversarial target range)."""
+    objective = getattr(hp, "objective", "misclassify")
+    if objective not in OBJECTIVES:
+        raise BenchError(f"objective must be one of {', '.join(OBJECTIVES)}, got {objective!r}")
+    if objective == "relabel" and getattr(hp, "target_label_range", "all") == "first10":
+        raise BenchError(
+            "objective='relabel' needs target_label_range='all': adversarial targets must "
+            "exclude the new labels y*, which the 'first10' draw of the official code cannot do"
+        )
+
+
+def relabel_targets(forget: View, hp, ctx: Context, num_classes: int) -> Tensor | None:
+    """y* for ``objective='relabel'``: per forget instance, uniform over the classes other than
+    its label, drawn once from ``ctx.generator`` (CPU, in D_f order). ``None`` for
+    ``misclassify`` (no random numbers are drawn)."""
+    check_objective(hp)
+    if hp.objective != "relabel":
+        return None
+    return other_labels(forget.targets, num_classes, ctx.generator)
+
+
+def objective_check(forget: View, y_star: Tensor | None) -> ForgetCheck:
+    """The stop rule: D_f accuracy 0 (misclassify) or every instance predicted as y* (relabel)."""
+    if y_star is None:
+        return ForgetCheck(forget)
+    return ForgetCheck(forget, targets=y_star, relabel=True)
+
+
+def report_success(ctx: Context, check: ForgetCheck, model: nn.Module) -> float:
+    """Record ``forget_success``: % of D_f that meets the objective (misclassified, or
+    predicted as its y*)."""
+    n = int(check.targets.numel())
+    pct = 100.0 * (1.0 - int(check.hits(model)) / n) if n else 100.0
+    ctx.report("forget_success", pct)
+    return pct
+
+
+def forget_batches(
+    forget: View, batch_size: int, y_star: Tensor | None
+) -> Iterator[tuple[Tensor, Tensor, Tensor | None]]:
+    """One unshuffled pass over D_f as ``(x, y, y*)`` batches (``y*`` is ``None`` for
+    misclassify)."""
+    s = 0
+    for x, y in forget.loader(batch_size):
+        t = None if y_star is None else y_star[s : s + y.shape[0]].to(y.device)
+        s += y.shape[0]
+        yield x, y, t
+
+
+def forget_term(logits: Tensor, y: Tensor, y_star: Tensor | None, reduction: str = "mean"):
+    """-CE(g(x_f), y_f) (misclassify) or +CE(g(x_f), y*) (relabel)."""
+    if y_star is None:
+        return -F.cross_entropy(logits, y, reduction=reduction)
+    return F.cross_entropy(logits, y_star, reduction=reduction)
+
+
+# ---------------------------------------------------------------------------------------------
+# the loop of neggrad / adv_only / mas_only / adv_mas
+
+
+def unlearn(
+    model: nn.Module,
+    data: UnlearnData,
+    hp,
+    ctx: Context,
+    *,
+    adversarial: bool,
+    importance: bool,
+) -> nn.Module:
+    """Run one L2UL-family unlearning request on D_f only (spec 1.2-1.5, 5).
+
+    Random numbers, in this order, from ``ctx.generator``: y* (relabel only), then the
+    adversarial targets and PGD starts. Without ``adversarial``: full unshuffled passes over D_f
+    (NegGrad's schedule), stop rule after every pass. With it: D_adv is built once from the
+    model as given; an epoch zips the adversarial batches (``adv_batch``, in D_adv order) with a
+    freshly cycled, unshuffled D_f loader, and the stop rule is checked after every step. The
+    model is in train mode for updates; the checks use eval mode.
+    """
+    check_objective(hp)
+    forget = data.forget
+    y_star = relabel_targets(forget, hp, ctx, data.num_classes)
+    check = objective_check(forget, y_star)
+    penalty = None
+    if importance:
+        omega = normalize_importance(mas_importance(model, forget, hp.mas_batch))
+        penalty = MASPenalty(model, omega, hp.lam)
+
+    x_adv = y_adv = None
+    if adversarial:
+        if hp.n_adv < 1:
+            raise BenchError("adversarial methods need n_adv >= 1 (use neggrad/mas_only without)")
+        x_f, y_f = forget.tensors()
+        x_adv, y_adv = make_adversarial_set(
+            model,
+            x_f,
+            y_f,
+            hp.n_adv,
+            data.num_classes,
+            eps=hp.eps,
+            step=hp.step,
+            iters=hp.iters,
+            target_label_range=hp.target_label_range,
+            generator=ctx.generator,
+            batch_size=hp.attack_batch or None,
+            exclude=None if y_star is None else y_star.to(y_f.device),
+        )
+        ctx.report("n_adversarial", x_adv.shape[0])
+
+    opt = sgd(model, hp)
+
+    def update(loss: Tensor) -> None:
+        if penalty is not None:
+            loss = loss + penalty(model)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    def pass_epoch(_e: int) -> Iterator[None]:
+        model.train()
+        for x, y, t in forget_batches(forget, hp.forget_batch, y_star):
+            update(forget_term(model(x), y, t))
+            yield
+
+    def adv_epoch(_e: int) -> Iterator[None]:
+        model.train()
+        fb = cycle(lambda: forget_batches(forget, hp.forget_batch, y_star))
+        for s in range(0, x_adv.shape[0], hp.adv_batch):
+            xa, ya = x_adv[s : s + hp.adv_batch], y_adv[s : s + hp.adv_batch]
+            x, y, t = next(fb)
+            n_f, n = x.shape[0], x.shape[0] + xa.shape[0]
+            logits = model(torch.cat([x, xa]))
+            # -(n_f/n) CE_f + (n_a/n) CE_a: the sum-CE over the union batch divided by n, the
+            # forget part with its sign flipped (relabel: +CE towards y*)
+            loss = (
+                forget_term(logits[:n_f], y, t, reduction="sum")
+                + F.cross_entropy(logits[n_f:], ya, reduction="sum")
+            ) / n
+            update(loss)
+            yield
+
+    run_until_forgotten(
+        model,
+        ctx,
+        check,
+        hp.max_epochs,
+        adv_epoch if adversarial else pass_epoch,
+        check_every_step=adversarial,
+    )
+    report_success(ctx, check, model)
+    return model

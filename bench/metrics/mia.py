@@ -1,0 +1,295 @@
+"""Membership-inference metrics of the unlearning literature, written for this project.
+
+Three attack families, each as a pure function on arrays and as a registered metric:
+
+* SVC shadow attack, "MIA-Efficacy" (Jia et al. 2023, Unlearn-Sparse; Fan et al. 2024, SalUn;
+  their ``evaluation/SVC_MIA.py``): :func:`svc_mia_efficacy`, metric ``mia_svc``.
+* Logistic-regression U-MIA on one scalar per example (NeurIPS 2023 unlearning challenge kit
+  ``simple_mia``; SCRUB; DeepUnlearn; Nabla-tau's MIA_L / MIA_E): :func:`logreg_mia`, metrics
+  ``mia_loss`` and ``mia_entropy``.
+* Entropy shadow attack (Chundawat et al. 2023, Bad Teacher; SSD): :func:`entropy_mia_shadow`,
+  metric ``mia_entropy_shadow``.
+
+Per-example features (:func:`correctness`, :func:`confidence`, :func:`entropy`,
+:func:`m_entropy`, :func:`ce_loss`, :func:`probabilities`) take logits ``(N, C)`` and integer
+labels ``(N,)`` as torch tensors or numpy arrays and return float64 numpy arrays; they are
+computed in float64 from ``log_softmax`` so that saturated logits stay finite.
+
+All values are fractions in [0, 1]. Every attack is deterministic (fixed seeds).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from bench.metrics import EvalInput, register_metric
+
+Rows = list[tuple[str, str, float]]
+
+SVC_FEATURES = ("correctness", "confidence", "entropy", "m_entropy", "prob")
+
+
+# ---------------------------------------------------------------------------------------
+# per-example features
+
+
+def _logits_labels(logits, labels=None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    z = torch.as_tensor(np.asarray(logits) if not torch.is_tensor(logits) else logits)
+    z = z.detach().to("cpu", torch.float64)
+    if z.ndim != 2:
+        raise ValueError(f"logits must be (N, C), got shape {tuple(z.shape)}")
+    if labels is None:
+        return z, None
+    y = torch.as_tensor(np.asarray(labels) if not torch.is_tensor(labels) else labels)
+    y = y.detach().to("cpu", torch.long).reshape(-1)
+    if y.numel() != z.shape[0]:
+        raise ValueError(f"{z.shape[0]} logits rows but {y.numel()} labels")
+    return z, y
+
+
+def probabilities(logits) -> np.ndarray:
+    """Softmax probability vector ``p = softmax(z)``, shape ``(N, C)``: the ``prob`` feature of
+    SalUn's SVC MIA. Source: Unlearn-Sparse/SalUn ``evaluation/SVC_MIA.py``."""
+    z, _ = _logits_labels(logits)
+    return torch.softmax(z, dim=1).numpy()
+
+
+def correctness(logits, labels) -> np.ndarray:
+    """``1[argmax_j z_j == y]`` per example (1.0 correct, 0.0 wrong). Members tend to be
+    classified correctly more often. Source: SalUn ``SVC_MIA.py`` (``correctness``)."""
+    z, y = _logits_labels(logits, labels)
+    return (z.argmax(1) == y).double().numpy()
+
+
+def confidence(logits, labels) -> np.ndarray:
+    """True-class probability ``p_y = softmax(z)_y`` per example, in [0, 1]: the feature that
+    Unlearn-Sparse/SalUn report as MIA-Efficacy (``confidence``). Uniform logits give 1/C."""
+    z, y = _logits_labels(logits, labels)
+    return torch.log_softmax(z, 1).gather(1, y[:, None]).squeeze(1).exp().numpy()
+
+
+def ce_loss(logits, labels) -> np.ndarray:
+    """Per-example cross-entropy ``-log p_y`` (nats), >= 0: the statistic of the loss U-MIA
+    (NeurIPS 2023 challenge kit, Nabla-tau MIA_L). Uniform logits give ln C."""
+    z, y = _logits_labels(logits, labels)
+    return (-torch.log_softmax(z, 1).gather(1, y[:, None]).squeeze(1)).numpy()
+
+
+def entropy(logits) -> np.ndarray:
+    """Shannon entropy of the softmax ``H(p) = -sum_j p_j ln p_j`` (nats, 0 log 0 = 0), in
+    [0, ln C]: uniform logits give ln C, one-hot-like logits give about 0. Label-free. Source:
+    Bad Teacher / SSD ``entropy``; SalUn ``SVC_MIA.py``; Nabla-tau MIA_E."""
+    z, _ = _logits_labels(logits)
+    logp = torch.log_softmax(z, 1)
+    p = logp.exp()
+    return (-torch.where(p > 0, p * logp, torch.zeros_like(p)).sum(1)).numpy()
+
+
+def m_entropy(logits, labels) -> np.ndarray:
+    """Modified entropy (Song & Mittal 2021, "Systematic evaluation of privacy risks of machine
+    learning models", Eq. 4): ``-(1 - p_y) ln p_y - sum_{i != y} p_i ln(1 - p_i)``, >= 0.
+
+    Unlike plain entropy it uses the label: it is small only when the model is confidently
+    right, and grows without bound as ``p_y -> 0``. Uniform logits over C classes give
+    ``(1 - 1/C) ln C - (C - 1)/C ln(1 - 1/C)``; confidently correct logits give about 0.
+    SalUn's ``m_entropy`` indexes ``[:, labels]`` (whole columns) and takes ``log p`` for
+    ``log(1 - p)``; this is the paper's definition instead."""
+    z, y = _logits_labels(logits, labels)
+    logp = torch.log_softmax(z, 1)
+    p = logp.exp()
+    log1mp = torch.log1p(-p.clamp(max=1.0)).clamp(min=np.log(1e-300))
+    onehot = torch.zeros_like(p).scatter_(1, y[:, None], 1.0).bool()
+    term_y = (1 - p) * logp  # used at the true class
+    term_o = torch.where(p > 0, p * log1mp, torch.zeros_like(p))  # used elsewhere
+    return (-torch.where(onehot, term_y, term_o).sum(1)).numpy()
+
+
+FEATURES = {
+    "correctness": correctness,
+    "confidence": confidence,
+    "entropy": lambda z, y: entropy(z),
+    "m_entropy": m_entropy,
+    "prob": lambda z, y: probabilities(z),
+    "loss": ce_loss,
+}
+
+
+def _column(x) -> np.ndarray:
+    a = np.asarray(x.detach().cpu().numpy() if torch.is_tensor(x) else x, dtype=np.float64)
+    return a.reshape(len(a), -1)
+
+
+# ---------------------------------------------------------------------------------------
+# attacks
+
+
+def svc_mia_efficacy(
+    shadow_in_logits,
+    shadow_in_y,
+    shadow_out_logits,
+    shadow_out_y,
+    target_logits,
+    target_y,
+    feature: str = "confidence",
+    seed: int = 0,
+    max_shadow: int | None = None,
+) -> float:
+    """SVC shadow MIA "MIA-Efficacy" (Unlearn-Sparse, Jia et al. 2023; SalUn, Fan et al. 2024;
+    their ``evaluation/SVC_MIA.py``), as a fraction in [0, 1].
+
+    Members (label 1) are a subset of ``shadow_in`` (the retain set) of the same size as
+    ``shadow_out`` (the test set, label 0), drawn with ``numpy.random.default_rng(seed)``
+    (SalUn takes the first ``|D_test|`` retain examples; all of them when the retain set is the
+    smaller). ``SVC(C=3, gamma="auto", kernel="rbf")`` is fit on the per-example ``feature``
+    (``correctness``, ``confidence``, ``entropy``, ``m_entropy`` or ``prob``, see
+    :data:`FEATURES`) and the score is the fraction of the target set (D_f) predicted 0
+    (non-member). ``max_shadow`` optionally caps each shadow side (seeded subsample) to bound
+    the SVC's cost. Ideal: match the retrained model (not 1: a retrained model still
+    "remembers" D_f about as well as it generalises to test data)."""
+    if feature not in SVC_FEATURES:
+        raise ValueError(f"unknown SVC MIA feature {feature!r}: use one of {SVC_FEATURES}")
+    from sklearn.svm import SVC
+
+    fn = FEATURES[feature]
+    f_in = _column(fn(shadow_in_logits, shadow_in_y))
+    f_out = _column(fn(shadow_out_logits, shadow_out_y))
+    f_t = _column(fn(target_logits, target_y))
+    if not len(f_in) or not len(f_out):
+        raise ValueError("svc_mia_efficacy needs non-empty member and non-member shadow sets")
+    if not len(f_t):
+        raise ValueError("svc_mia_efficacy needs a non-empty target set")
+    rng = np.random.default_rng(seed)
+    if max_shadow is not None and len(f_out) > max_shadow:
+        f_out = f_out[np.sort(rng.choice(len(f_out), max_shadow, replace=False))]
+    n_in = min(len(f_in), len(f_out))
+    f_in = f_in[np.sort(rng.choice(len(f_in), n_in, replace=False))]
+    x = np.concatenate([f_in, f_out])
+    y = np.concatenate([np.ones(len(f_in)), np.zeros(len(f_out))])
+    clf = SVC(C=3, gamma="auto", kernel="rbf")
+    clf.fit(x, y)
+    return float(1.0 - clf.predict(f_t).mean())
+
+
+def logreg_mia(member_values, nonmember_values, n_splits: int = 10, seed: int = 1) -> float:
+    """Logistic-regression U-MIA accuracy on one scalar per example, a fraction in [0, 1]
+    (NeurIPS 2023 unlearning challenge kit ``simple_mia``; Nabla-tau MIA_L / MIA_E; SCRUB, DU).
+
+    The larger of the two sets is subsampled (``numpy.random.default_rng(seed)``) to the size
+    of the smaller; ``LogisticRegression()`` on the single feature (member 1, non-member 0) is
+    scored by mean accuracy over ``StratifiedShuffleSplit(n_splits, test_size=0.1,
+    random_state=0)`` (test_size rises to 2/n for fewer than 20 examples so that each test fold
+    holds both classes). Used with per-example CE loss (MIA_L) or softmax entropy (MIA_E),
+    members = D_f, non-members = D_test. Ideal: 0.5 (the attack cannot tell D_f from unseen
+    data); about the retrained model's value."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedShuffleSplit, cross_val_score
+
+    m = _column(member_values)[:, 0] if len(member_values) else np.zeros(0)
+    n = _column(nonmember_values)[:, 0] if len(nonmember_values) else np.zeros(0)
+    k = min(len(m), len(n))
+    if k < 2:
+        raise ValueError(f"logreg_mia needs >= 2 members and non-members (got {len(m)}, {len(n)})")
+    rng = np.random.default_rng(seed)
+    if len(m) > k:
+        m = m[np.sort(rng.choice(len(m), k, replace=False))]
+    if len(n) > k:
+        n = n[np.sort(rng.choice(len(n), k, replace=False))]
+    x = np.concatenate([m, n])[:, None]
+    y = np.concatenate([np.ones(k), np.zeros(k)])
+    cv = StratifiedShuffleSplit(n_splits=n_splits, test_size=max(0.1, 2 / len(y)), random_state=0)
+    scores = cross_val_score(LogisticRegression(), x, y, cv=cv, scoring="accuracy")
+    return float(np.mean(scores))
+
+
+def entropy_mia_shadow(retain_entropy, test_entropy, forget_entropy) -> float:
+    """Entropy shadow MIA (Bad Teacher, Chundawat et al. 2023; SSD, Foster et al. 2024): the
+    mean predicted membership of D_f, a fraction in [0, 1].
+
+    ``LogisticRegression(class_weight="balanced")`` is fit on softmax entropies of the whole
+    retain set (label 1) against the test set (label 0) and predicts each forget example; the
+    score is the fraction predicted member (Bad Teacher reports it ×100). Ideal: match the
+    retrained model."""
+    from sklearn.linear_model import LogisticRegression
+
+    r, t, f = (_column(v) for v in (retain_entropy, test_entropy, forget_entropy))
+    if not len(r) or not len(t) or not len(f):
+        raise ValueError("entropy_mia_shadow needs non-empty retain, test and forget sets")
+    x = np.concatenate([r, t])
+    y = np.concatenate([np.ones(len(r)), np.zeros(len(t))])
+    clf = LogisticRegression(class_weight="balanced", solver="lbfgs")
+    clf.fit(x, y)
+    return float(clf.predict(f).mean())
+
+
+# ---------------------------------------------------------------------------------------
+# registered metrics
+
+SVC_MAX_SHADOW = 2000  # cap per SVC shadow side in ``mia_svc``: an SVC fit costs ~n^2 (0.3 s here)
+
+
+def _have(ev: EvalInput, *splits: str) -> bool:
+    return all(s in ev.views and len(ev.views[s]) for s in splits)
+
+
+def _xy(ev: EvalInput, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    return ev.logits(split), ev.targets(split)
+
+
+@register_metric("mia_svc", ideal="match retrain", cost="cheap")
+def mia_svc(ev: EvalInput) -> Rows:
+    """SVC MIA-Efficacy on D_f (Unlearn-Sparse / SalUn), fraction of D_f predicted non-member
+    by an ``SVC(C=3, gamma="auto", rbf)`` fit on retain-subset (member, |D_test| of them) vs
+    D_test (non-member) features of the evaluated model; see :func:`svc_mia_efficacy`.
+
+    Rows: ``mia_svc`` (the ``confidence`` feature, what the papers report) and
+    ``mia_svc_correctness``, ``mia_svc_entropy``, ``mia_svc_m_entropy``, ``mia_svc_prob``.
+    Each shadow side is capped at :data:`SVC_MAX_SHADOW` examples (seeded). Ideal: match the
+    retrained model. Skipped when D_f, D_r or D_test is empty."""
+    if not _have(ev, "forget", "retain", "test"):
+        return []
+    r, t, f = _xy(ev, "retain"), _xy(ev, "test"), _xy(ev, "forget")
+    rows = []
+    for feat in SVC_FEATURES:
+        name = "mia_svc" if feat == "confidence" else f"mia_svc_{feat}"
+        value = svc_mia_efficacy(*r, *t, *f, feature=feat, seed=0, max_shadow=SVC_MAX_SHADOW)
+        rows.append(("forget", name, value))
+    rows.sort(key=lambda row: row[1] != "mia_svc")
+    return rows
+
+
+@register_metric("mia_loss", ideal="0.5", cost="cheap")
+def mia_loss(ev: EvalInput) -> Rows:
+    """MIA_L (Nabla-tau; NeurIPS 2023 challenge kit): logistic-regression attack accuracy on
+    per-example cross-entropy loss, D_f (member) vs D_test (non-member), balanced by seeded
+    subsampling, mean over 10 stratified shuffle splits; see :func:`logreg_mia`. Ideal: 0.5.
+    Skipped when D_f or D_test has fewer than 2 examples."""
+    if not _have(ev, "forget", "test") or min(len(ev.views["forget"]), len(ev.views["test"])) < 2:
+        return []
+    value = logreg_mia(ce_loss(*_xy(ev, "forget")), ce_loss(*_xy(ev, "test")))
+    return [("forget", "mia_loss", value)]
+
+
+@register_metric("mia_entropy", ideal="0.5", cost="cheap")
+def mia_entropy(ev: EvalInput) -> Rows:
+    """MIA_E (Nabla-tau): logistic-regression attack accuracy on softmax entropy, D_f (member)
+    vs D_test (non-member), balanced, mean over 10 stratified shuffle splits; see
+    :func:`logreg_mia`. Ideal: 0.5. Skipped when D_f or D_test has fewer than 2 examples."""
+    if not _have(ev, "forget", "test") or min(len(ev.views["forget"]), len(ev.views["test"])) < 2:
+        return []
+    value = logreg_mia(entropy(ev.logits("forget")), entropy(ev.logits("test")))
+    return [("forget", "mia_entropy", value)]
+
+
+@register_metric("mia_entropy_shadow", ideal="match retrain", cost="cheap")
+def mia_entropy_shadow(ev: EvalInput) -> Rows:
+    """Bad Teacher / SSD entropy MIA: fraction of D_f predicted member by a balanced
+    logistic regression fit on softmax entropies of D_r (member) vs D_test (non-member); see
+    :func:`entropy_mia_shadow`. Ideal: match the retrained model. Skipped when D_f, D_r or
+    D_test is empty."""
+    if not _have(ev, "forget", "retain", "test"):
+        return []
+    value = entropy_mia_shadow(
+        entropy(ev.logits("retain")), entropy(ev.logits("test")), entropy(ev.logits("forget"))
+    )
+    return [("forget", "mia_entropy_shadow", value)]

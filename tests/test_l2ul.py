@@ -1,0 +1,177 @@
+"""The L2UL family (neggrad, adv_only, mas_only, adv_mas) and the objective switch shared with
+random_labels and finetune: stop rules, relabeling, the importance penalty, continual requests,
+bad combinations, and the l2ul suites."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from bench.data import carve, load_dataset
+from bench.errors import BenchError
+from bench.importance import mas_importance, normalize_importance
+from bench.method import make_hparams
+from bench.protocol import Env, execute, pretrained_model
+from bench.records import record_path
+from bench.suites import SUITES
+from bench.train import accuracy
+from bench.unlearning import other_labels
+from tests.helpers import tiny_spec
+from tests.test_methods import _call
+
+L2UL = ("neggrad", "adv_only", "mas_only", "adv_mas")
+FAMILY = (*L2UL, "random_labels", "finetune")
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    env = Env(out=tmp_path_factory.mktemp("out"), cache=tmp_path_factory.mktemp("cache"))
+    spec = tiny_spec("neggrad", k=16)
+    bundle = load_dataset("synthetic", env.locations)
+    carved = carve(bundle, spec.data)
+    model, _ = pretrained_model(spec, carved, env)
+    return env, spec, bundle, carved, model
+
+
+def _with_hp(monkeypatch, name, **hp):
+    """Extra hyperparameters for ``_call`` (it reads tests.helpers.FAST_HP via tiny_spec)."""
+    import tests.helpers as helpers
+
+    monkeypatch.setitem(helpers.FAST_HP, name, {**helpers.FAST_HP.get(name, {}), **hp})
+
+
+@pytest.mark.parametrize("name", L2UL)
+def test_misclassify_ends_at_zero_or_records_cap(name, setup):
+    model, forget, _, ctx = _call(name, setup, seed=1)
+    acc = accuracy(model, forget)
+    assert acc == 0.0 or ctx.cap_hit
+    assert ctx.steps > 0 and ctx.extra["epochs"] >= 1
+    assert ctx.extra["forget_success"] == pytest.approx(100.0 - acc)
+    if name.startswith("adv"):
+        assert ctx.extra["n_adversarial"] == 16 * make_hparams(name, _fast(name)).n_adv
+
+
+def _fast(name):
+    import tests.helpers as helpers
+
+    return helpers.FAST_HP.get(name, {})
+
+
+@pytest.mark.parametrize("name", FAMILY)
+def test_relabel_predicts_every_instance_as_its_new_label(name, setup, monkeypatch):
+    extra = {"epochs": 20} if name == "finetune" else {}
+    _with_hp(monkeypatch, name, objective="relabel", **extra)
+    seed = 2
+    model, forget, _, ctx = _call(name, setup, seed=seed)
+    y = forget.targets
+    y_star = other_labels(y, 4, torch.Generator().manual_seed(seed))  # the method's first draw
+    assert (y_star != y).all()
+    x, _ = forget.tensors()
+    model.eval()
+    with torch.no_grad():
+        pred = model(x).argmax(1)
+    success = 100.0 * (pred == y_star).float().mean().item()
+    assert ctx.extra["forget_success"] == pytest.approx(success)
+    if name == "finetune":  # fixed epochs, no stop rule: D_f must have moved towards y*
+        assert success >= 50
+    else:
+        assert not ctx.cap_hit, f"{name}: relabel hit the epoch cap"
+        assert torch.equal(pred, y_star)
+
+
+def test_relabel_is_deterministic_and_differs_from_misclassify(setup, monkeypatch):
+    a, *_ = _call("adv_mas", setup, seed=4)
+    _with_hp(monkeypatch, "adv_mas", objective="relabel")
+    b, *_ = _call("adv_mas", setup, seed=4)
+    c, *_ = _call("adv_mas", setup, seed=4)
+    sa, sb, sc = a.state_dict(), b.state_dict(), c.state_dict()
+    assert all(torch.equal(sb[k], sc[k]) for k in sb)
+    assert any(not torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def _weighted_distance(model, model0, omega_hat):
+    p0 = dict(model0.named_parameters())
+    return sum(
+        ((1 - omega_hat[n]) * (p.detach() - p0[n].detach()).pow(2)).sum().item()
+        for n, p in model.named_parameters()
+    )
+
+
+def test_importance_penalty_holds_unimportant_weights(setup, monkeypatch):
+    *_, model0 = setup
+    _, forget, *_ = _call("neggrad", setup, seed=0)
+    omega_hat = normalize_importance(mas_importance(model0, forget, 32))
+    dist = {}
+    for lam in (0.0, 100.0):  # lr 0.01 * lam 100 = 1: SGD stays stable on the quadratic
+        _with_hp(monkeypatch, "adv_mas", lam=lam, max_epochs=5)
+        model, _, _, ctx = _call("adv_mas", setup, seed=0)
+        assert ctx.steps > 0
+        dist[lam] = _weighted_distance(model, model0, omega_hat)
+    assert dist[100.0] < 0.5 * dist[0.0], dist
+
+
+def test_adv_checks_after_every_step(setup, monkeypatch):
+    # one epoch = ceil(k * n_adv / adv_batch) steps; with adv_batch 16 that is 4 steps per
+    # epoch, and the run may stop in the middle of one
+    _with_hp(monkeypatch, "adv_only", adv_batch=16)
+    model, forget, _, ctx = _call("adv_only", setup, seed=0)
+    assert not ctx.cap_hit and accuracy(model, forget) == 0.0
+    assert (ctx.extra["epochs"] - 1) * 4 < ctx.steps <= ctx.extra["epochs"] * 4
+
+
+def test_continual_adv_mas_keeps_earlier_requests_forgotten(env):
+    spec = tiny_spec("adv_mas", k=8, scenario="continual", requests=3)
+    assert execute(spec, env) == "done"
+    lines = [json.loads(x) for x in record_path(env.out, spec.run_id).read_text().splitlines()]
+    rows = [r for r in lines if r.get("type") == "metric"]
+    after = {
+        (r["request"], r["split"]): r["value"]
+        for r in rows
+        if r["stage"] == "after" and r["metric"] == "accuracy"
+    }
+    caps = {r["request"]: r["value"] for r in rows if r["metric"] == "cap_hit"}
+    assert sorted(caps) == [1, 2, 3]
+    for r in (1, 2, 3):
+        assert after[(r, "forget_request")] == 0.0 or caps[r] == 1.0
+    before = next(r["value"] for r in rows if r["stage"] == "before" and r["split"] == "forget")
+    assert before >= 75
+    # the union of all 24 forgotten instances stays low (at most 6 relearned)
+    assert after[(3, "forget")] <= 25.0
+
+
+@pytest.mark.parametrize("name", ("adv_only", "adv_mas"))
+def test_relabel_with_first10_targets_is_a_clear_error(name, setup, monkeypatch):
+    _with_hp(monkeypatch, name, objective="relabel", target_label_range="first10")
+    with pytest.raises(BenchError, match="target_label_range='all'"):
+        _call(name, setup)
+
+
+@pytest.mark.parametrize("name", FAMILY)
+def test_unknown_objective_is_a_clear_error(name, setup, monkeypatch):
+    _with_hp(monkeypatch, name, objective="forget-harder")
+    with pytest.raises(BenchError, match="misclassify, relabel"):
+        _call(name, setup)
+
+
+@pytest.mark.parametrize(
+    "suite",
+    [
+        "l2ul-digits",
+        "l2ul-cifar10",
+        "l2ul-cifar100",
+        "l2ul-imagenet",
+        "l2ul-digits-continual",
+        "l2ul-cifar10-continual",
+    ],
+)
+def test_l2ul_suites_expand(suite):
+    specs = SUITES.get(suite).expand()  # validates every hyperparameter override
+    assert specs and {s.method for s in specs} >= set(FAMILY)
+    assert len({s.train_seed for s in specs}) == 1  # shared pretraining
+    if suite.endswith("continual"):
+        assert all(s.scenario == "continual" and s.requests == 5 for s in specs)
+    if suite == "l2ul-digits":
+        assert len(specs) == 7 * 4 * 3
+        assert {s.forget.k for s in specs} == {8, 32, 64, 128}
