@@ -42,3 +42,19 @@ def _threads():
 def env(tmp_path) -> Env:
     """A CPU environment writing under a temporary output root."""
     return Env(out=tmp_path / "results", cache=tmp_path / "cache", device=torch.device("cpu"))
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """A pretrained tiny model on the synthetic data, shared by a test module's method tests:
+    ``(env, spec, bundle, carved, model)``."""
+    from bench.data import carve, load_dataset
+    from bench.protocol import pretrained_model
+    from tests.helpers import tiny_spec
+
+    env = Env(out=tmp_path_factory.mktemp("out"), cache=tmp_path_factory.mktemp("cache"))
+    spec = tiny_spec("neggrad", k=16)
+    bundle = load_dataset("synthetic", env.locations)
+    carved = carve(bundle, spec.data)
+    model, _ = pretrained_model(spec, carved, env)
+    return env, spec, bundle, carved, model

@@ -9,11 +9,10 @@ import json
 import pytest
 import torch
 
-from bench.data import carve, load_dataset
 from bench.errors import BenchError
 from bench.importance import mas_importance, normalize_importance
 from bench.method import make_hparams
-from bench.protocol import Env, execute, pretrained_model
+from bench.protocol import execute
 from bench.records import record_path
 from bench.suites import SUITES
 from bench.train import accuracy
@@ -23,16 +22,6 @@ from tests.test_methods import _call
 
 L2UL = ("neggrad", "adv_only", "mas_only", "adv_mas")
 FAMILY = (*L2UL, "random_labels", "finetune")
-
-
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    env = Env(out=tmp_path_factory.mktemp("out"), cache=tmp_path_factory.mktemp("cache"))
-    spec = tiny_spec("neggrad", k=16)
-    bundle = load_dataset("synthetic", env.locations)
-    carved = carve(bundle, spec.data)
-    model, _ = pretrained_model(spec, carved, env)
-    return env, spec, bundle, carved, model
 
 
 def _with_hp(monkeypatch, name, **hp):

@@ -11,9 +11,8 @@ import pytest
 import torch
 
 import methods as methods_pkg
-from bench.data import View, carve, load_dataset, retain_positions, select_forget
+from bench.data import View, retain_positions, select_forget
 from bench.method import METHODS, Context, UnlearnData, Withheld, make_hparams, method_needs
-from bench.protocol import Env, pretrained_model
 from bench.spec import ForgetSpec
 from bench.train import accuracy
 from tests.helpers import FAST_HP, tiny_spec
@@ -42,16 +41,6 @@ def test_hparams_are_frozen_dataclasses_with_defaults(name):
     assert dataclasses.is_dataclass(hp) and type(hp).__dataclass_params__.frozen
     assert set(method_needs(name, hp)) <= {"forget", "retain", "val"}
     assert "forget" in method_needs(name, hp)
-
-
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    env = Env(out=tmp_path_factory.mktemp("out"), cache=tmp_path_factory.mktemp("cache"))
-    spec = tiny_spec("neggrad", k=16)
-    bundle = load_dataset("synthetic", env.locations)
-    carved = carve(bundle, spec.data)
-    model, _ = pretrained_model(spec, carved, env)
-    return env, spec, bundle, carved, model
 
 
 def _call(name, setup, seed=0, k=16, spy=None, trained_on=None):
