@@ -214,35 +214,29 @@ register_suite(
         share_pretraining=True,
     )
 )
-register_suite(
-    Grid(
-        name="l2ul-digits-continual",
-        description="continual L2UL on the embedded digits: 5 requests of k in {8,32,64,128} "
-        "each, 3 seeds (CPU)",
-        data=DataSpec("digits"),
-        methods=L2UL_METHODS,
-        forgets=L2UL_DIGITS_FORGETS,
-        seeds=(0, 1, 2),
-        hparams=L2UL_DIGITS_HP,
+
+
+def _continual(base: str, description: str, requests: int = 5) -> Grid:
+    """The continual-unlearning variant of a registered suite: the same grid, run as a stream
+    of ``requests`` requests of k instances each (spec section 5)."""
+    grid = dataclasses.replace(
+        SUITES.get(base),
+        name=f"{base}-continual",
+        description=description,
         scenario="continual",
-        requests=5,
-        share_pretraining=True,
+        requests=requests,
     )
+    return register_suite(grid)
+
+
+_continual(
+    "l2ul-digits",
+    "continual L2UL on the embedded digits: 5 requests of k in {8,32,64,128} each, 3 seeds (CPU)",
 )
-register_suite(
-    Grid(
-        name="l2ul-cifar10-continual",
-        description="continual L2UL on CIFAR-10 + ResNet-18: 5 requests of k in {16,64,128,256} "
-        "each, paper hyperparameters, 5 seeds (GPU)",
-        data=DataSpec("cifar10"),
-        arch="resnet18_cifar",
-        methods=L2UL_METHODS,
-        forgets=L2UL_PAPER_FORGETS,
-        seeds=(0, 1, 2, 3, 4),
-        scenario="continual",
-        requests=5,
-        share_pretraining=True,
-    )
+_continual(
+    "l2ul-cifar10",
+    "continual L2UL on CIFAR-10 + ResNet-18: 5 requests of k in "
+    "{16,64,128,256} each, paper hyperparameters, 5 seeds (GPU)",
 )
 
 
