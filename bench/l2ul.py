@@ -137,6 +137,25 @@ def forget_term(logits: Tensor, y: Tensor, y_star: Tensor | None, reduction: str
     return F.cross_entropy(logits, y_star, reduction=reduction)
 
 
+@torch.no_grad()
+def adversarial_success(model: nn.Module, x_adv: Tensor, y_adv: Tensor, batch: int = 0) -> float:
+    """% of D_adv that the (still pretrained) model classifies as its target label, in eval
+    mode. A low value means the attack did not reach its targets (eps or iterations too small
+    for the data), so the adversarial term trains towards labels the model does not predict
+    instead of anchoring its current decisions; the official code never checks this."""
+    if x_adv.shape[0] == 0:
+        return 100.0
+    was = model.training
+    model.eval()
+    step = batch or x_adv.shape[0]
+    hit = sum(
+        int((model(x_adv[s : s + step]).argmax(1) == y_adv[s : s + step]).sum())
+        for s in range(0, x_adv.shape[0], step)
+    )
+    model.train(was)
+    return 100.0 * hit / x_adv.shape[0]
+
+
 # ---------------------------------------------------------------------------------------------
 # the loop of neggrad / adv_only / mas_only / adv_mas
 
@@ -188,6 +207,7 @@ def unlearn(
             exclude=None if y_star is None else y_star.to(y_f.device),
         )
         ctx.report("n_adversarial", x_adv.shape[0])
+        ctx.report("adv_success", adversarial_success(model, x_adv, y_adv, hp.attack_batch))
 
     opt = sgd(model, hp)
 

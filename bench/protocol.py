@@ -194,6 +194,33 @@ def run(spec: RunSpec, env: Env) -> list[dict[str, Any]]:
     for split, metric, value in evaluate(model0, first, bundle.num_classes, metrics):
         emit(0, "before", split, metric, value)
 
+    def make_context(r: int, seed: int, trainer_seed: int) -> Context:
+        return Context(
+            device=dev,
+            seed=seed,
+            generator=torch.Generator().manual_seed(seed),
+            recipe=spec.recipe,
+            num_classes=bundle.num_classes,
+            method=spec.method,
+            trainer=_scratch_trainer(spec, carved, trainer_seed),
+            log=lambda msg: log.info("%s: %s", spec.run_id, msg),
+        )
+
+    last_request: dict[str, UnlearnData] = {}
+
+    def make_replicas() -> list[nn.Module]:
+        """The same method on the same (single) request from the same pretrained model, with
+        other unlearning (and, for retraining, training) seeds: pool_size-1 more models."""
+        data = last_request["data"]
+        out = []
+        for j in range(1, spec.pool_size):
+            seed = spec.unlearn_seed + REPLICA_SEED_STRIDE * j
+            rctx = make_context(1, seed, spec.train_seed + REPLICA_SEED_STRIDE * j)
+            torch.manual_seed(seed)
+            m = entry.obj(copy.deepcopy(model0), data, hp, rctx)
+            out.append(m.eval())
+        return out
+
     model = copy.deepcopy(model0)
     forgotten = torch.empty(0, dtype=torch.long)
     total_seconds = 0.0
@@ -211,16 +238,8 @@ def run(spec: RunSpec, env: Env) -> list[dict[str, Any]]:
                 f"method {spec.method!r} needs a validation split: set the dataset's "
                 f"val_fraction (e.g. --val-fraction 0.1)"
             )
-        ctx = Context(
-            device=dev,
-            seed=spec.unlearn_seed + 1000 * (r - 1),
-            generator=torch.Generator().manual_seed(spec.unlearn_seed + 1000 * (r - 1)),
-            recipe=spec.recipe,
-            num_classes=bundle.num_classes,
-            method=spec.method,
-            trainer=_scratch_trainer(spec, carved),
-            log=lambda msg: log.info("%s: %s", spec.run_id, msg),
-        )
+        ctx = make_context(r, spec.unlearn_seed + 1000 * (r - 1), spec.train_seed)
+        last_request["data"] = data
         torch.manual_seed(ctx.seed)
         _reset_peak(dev)
         _sync(dev)
@@ -239,8 +258,13 @@ def run(spec: RunSpec, env: Env) -> list[dict[str, Any]]:
         for name, value in sorted(ctx.extra.items()):
             emit(r, "unlearn", "-", name, value)
         _check_finite(model, spec.method)
-        for split, metric, value in evaluate(model, views, bundle.num_classes, metrics):
+        context = _eval_context(
+            spec, env, carved, model0, forgotten, current, requests, r, make_replicas
+        )
+        for split, metric, value in evaluate(model, views, bundle.num_classes, metrics, **context):
             emit(r, "after", split, metric, value)
+        if context["artifacts"]:
+            write_artifacts(env.out, spec.run_id, r, context["artifacts"])
 
     meta = {
         "type": "meta",
@@ -259,6 +283,63 @@ def run(spec: RunSpec, env: Env) -> list[dict[str, Any]]:
         "special_pretraining": entry.meta.get("special_pretraining"),
     }
     return [meta, *rows, {"run_id": spec.run_id, "status": "done"}]
+
+
+#: seed distance between an unlearned model and its replicas (unlearning and retraining seeds)
+REPLICA_SEED_STRIDE = 10_000
+
+
+def _eval_context(
+    spec: RunSpec,
+    env: Env,
+    carved: Carved,
+    model0: nn.Module,
+    forgotten: torch.Tensor,
+    current: torch.Tensor,
+    requests: int,
+    request: int,
+    make_replicas,
+) -> dict[str, Any]:
+    """The optional :class:`bench.metrics.EvalInput` fields after unlearning request
+    ``request``: the pretrained model, train positions of the views, a random-init model and,
+    with ``pool_size`` (single requests only), the oracle pool and the unlearned replicas."""
+    from bench.oracle import build_oracle_pool
+
+    positions = {
+        "forget": forgotten,
+        "retain": retain_positions(len(carved.train), forgotten),
+    }
+    if requests > 1:
+        positions["forget_request"] = current
+    ctx: dict[str, Any] = {
+        "original": model0,
+        "positions": positions,
+        "fresh": lambda: (
+            fresh_model(carved.bundle, spec.arch, spec.unlearn_seed + 7).to(env.device).eval()
+        ),
+        "artifacts": {},
+    }
+    if spec.pool_size > 0 and requests == 1:
+        ctx["oracle"] = lambda: build_oracle_pool(
+            spec, carved, forgotten, spec.pool_size, env.cache, env.device
+        )
+        ctx["replicas"] = make_replicas
+    return ctx
+
+
+def write_artifacts(out: Path, run_id: str, request: int, artifacts: dict[str, dict]) -> None:
+    """``OUT/artifacts/<run_id>/<name>[-r<request>].npz``, written atomically."""
+    import io
+
+    import numpy as np
+
+    from bench.records import atomic_write_bytes
+
+    for name, arrays in artifacts.items():
+        buf = io.BytesIO()
+        np.savez_compressed(buf, **{k: np.asarray(v) for k, v in arrays.items()})
+        suffix = "" if request == 1 else f"-r{request}"
+        atomic_write_bytes(out / "artifacts" / run_id / f"{name}{suffix}.npz", buf.getvalue())
 
 
 def _forget_positions(carved: Carved, spec: RunSpec, requests: int) -> list[torch.Tensor]:
@@ -280,14 +361,13 @@ def _forget_positions(carved: Carved, spec: RunSpec, requests: int) -> list[torc
     return [perm[i * k : (i + 1) * k].sort().values for i in range(requests)]
 
 
-def _scratch_trainer(spec: RunSpec, carved: Carved):
+def _scratch_trainer(spec: RunSpec, carved: Carved, seed: int):
     def trainer(view: View) -> tuple[nn.Module, int]:
         if spec.recipe.epochs == 0:
             raise BenchError(f"retraining {spec.arch} from scratch needs a recipe with epochs > 0")
-        model = fresh_model(
-            carved.bundle, spec.arch, spec.train_seed, pretrained=spec.recipe.pretrained
-        )
-        steps = train(model, view, spec.recipe, spec.train_seed)
+        model = fresh_model(carved.bundle, spec.arch, seed, pretrained=spec.recipe.pretrained)
+        model.to(view.device)
+        steps = train(model, view, spec.recipe, seed)
         return model, steps
 
     return trainer

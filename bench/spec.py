@@ -151,6 +151,9 @@ class RunSpec:
     scenario: Literal["single", "continual"] = "single"
     requests: int = 1
     spec_version: int = SPEC_VERSION
+    # K oracle models retrained without D_f and K unlearned replicas for the distribution-level
+    # metrics (KLOM, challenge epsilon, population epsilon); 0 = no pool
+    pool_size: int = 0
 
     @property
     def dataset(self) -> str:
@@ -162,8 +165,14 @@ class RunSpec:
 
     @property
     def run_id(self) -> str:
-        # the suite name is a label, not a cause of results: identical runs share an id
-        return stable_hash(dataclasses.replace(self, suite=""))
+        # the suite name is a label, not a cause of results: identical runs share an id.
+        # Fields added after spec version 1 enter the hash only when set, so that the ids of
+        # existing records stay valid.
+        d = _plain(dataclasses.replace(self, suite=""))
+        for name, default in _LATER_FIELDS.items():
+            if d.get(name) == default:
+                d.pop(name)
+        return stable_hash(d)
 
     def to_dict(self) -> dict[str, Any]:
         d = _plain(self)
@@ -174,3 +183,7 @@ class RunSpec:
     @staticmethod
     def hparams_tuple(hp: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
         return tuple(sorted(hp.items()))
+
+
+#: fields added to RunSpec after records existed, with their defaults (see ``run_id``)
+_LATER_FIELDS: dict[str, Any] = {"pool_size": 0}

@@ -107,3 +107,87 @@ def format_mean_std(wide: pd.DataFrame, digits: int = 1) -> pd.DataFrame:
         out[c] = [f"{a:.{d}f} ± {b:.{d}f}" for a, b in zip(m, s)]
     out["n"] = wide["n"][cols[0]].astype(int)
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# cross-run metrics: gap to the retrained model, Avg. Gap, RTE
+
+#: a run is paired with the ``retrain`` run of the same cause of data and randomness
+PAIR_KEYS = ["dataset", "arch", "forget", "seed", "scenario", "request"]
+
+#: the four terms of Avg. Gap (Jia et al. 2023; Fan et al. 2024), in percentage points:
+#: (split, metric, scale to %); UA = 100 - accuracy(D_f) has the same gap as accuracy(D_f)
+AVG_GAP_TERMS = {
+    "UA": ("forget", "accuracy", 1.0),
+    "RA": ("retain", "accuracy", 1.0),
+    "TA": ("test", "accuracy", 1.0),
+    "MIA-Efficacy": ("forget", "mia_svc", 100.0),
+}
+
+
+def _final_after(metrics: pd.DataFrame) -> pd.DataFrame:
+    last = metrics["request"] == metrics.groupby("run_id")["request"].transform("max")
+    return metrics[last & metrics["stage"].isin(["after", "unlearn"])]
+
+
+def retrain_gaps(metrics: pd.DataFrame, reference: str = "retrain") -> pd.DataFrame:
+    """Every after-unlearning metric of every run beside the same metric of the ``reference``
+    run with the same dataset, arch, forget set, seed, scenario and request: columns
+    ``value``, ``retrain`` and ``gap`` = |value - retrain|. Runs without a reference are
+    left out (a suite without ``retrain`` has no gaps)."""
+    if metrics.empty:
+        return pd.DataFrame()
+    after = _final_after(metrics)
+    after = after[after["stage"] == "after"]
+    keys = [k for k in PAIR_KEYS if k in after.columns] + ["split", "metric"]
+    ref = after[after["method"] == reference][keys + ["value"]].rename(columns={"value": "retrain"})
+    if ref.empty:
+        return pd.DataFrame()
+    out = after.merge(ref.drop_duplicates(keys), on=keys, how="inner")
+    return out.assign(gap=(out["value"] - out["retrain"]).abs())
+
+
+def avg_gap(metrics: pd.DataFrame, reference: str = "retrain") -> pd.DataFrame:
+    """Avg. Gap per run: the mean over {UA, RA, TA, MIA-Efficacy} of |m - m_retrain| in
+    percentage points (MIA-Efficacy = ``mia_svc`` x 100). Runs missing a term get NaN for it and
+    their Avg. Gap is over the terms present (column ``terms`` says how many). One row per run:
+    keys, seed, the four gaps and ``avg_gap``; the reference itself scores 0."""
+    gaps = retrain_gaps(metrics, reference)
+    if gaps.empty:
+        return pd.DataFrame()
+    cols = {}
+    for term, (split, metric, scale) in AVG_GAP_TERMS.items():
+        sel = gaps[(gaps["split"] == split) & (gaps["metric"] == metric)]
+        cols[term] = sel.set_index("run_id")["gap"] * scale
+    wide = pd.DataFrame(cols)
+    ids = gaps.drop_duplicates("run_id").set_index("run_id")
+    keys = [k for k in ["dataset", "arch", "method", "forget", "scenario", "seed"] if k in ids]
+    wide = ids[keys].join(wide)
+    terms = list(AVG_GAP_TERMS)
+    wide["terms"] = wide[terms].notna().sum(axis=1)
+    wide["avg_gap"] = wide[terms].mean(axis=1, skipna=True)
+    return wide.reset_index()
+
+
+def rte(metrics: pd.DataFrame, reference: str = "retrain") -> pd.DataFrame:
+    """Run-time efficiency per run: unlearning wall seconds, the reference's seconds on the same
+    pairing keys, the speed-up ``T_retrain / T_method`` (DeepUnlearn's RTE) and peak memory
+    (MB). Compare only runs made on the same hardware (records carry it in their meta line)."""
+    if metrics.empty:
+        return pd.DataFrame()
+    u = _final_after(metrics)
+    u = u[u["stage"] == "unlearn"]
+    keys = [k for k in PAIR_KEYS if k in u.columns]
+    secs = u[u["metric"] == "wall_seconds"]
+    # continual runs: total time over all requests
+    total = metrics[(metrics["stage"] == "unlearn") & (metrics["metric"] == "wall_seconds")]
+    total = total.groupby("run_id")["value"].sum().rename("seconds")
+    runs = secs.drop_duplicates("run_id").set_index("run_id")[keys + ["method"]].join(total)
+    peak = u[u["metric"] == "peak_memory_mb"].groupby("run_id")["value"].max()
+    runs["peak_memory_mb"] = peak
+    ref = runs[runs["method"] == reference][keys + ["seconds"]].rename(
+        columns={"seconds": "retrain_seconds"}
+    )
+    out = runs.reset_index().merge(ref.drop_duplicates(keys), on=keys, how="left")
+    out["rte"] = out["retrain_seconds"] / out["seconds"]
+    return out

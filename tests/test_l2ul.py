@@ -40,6 +40,24 @@ def test_misclassify_ends_at_zero_or_records_cap(name, setup):
     assert ctx.extra["forget_success"] == pytest.approx(100.0 - acc)
     if name.startswith("adv"):
         assert ctx.extra["n_adversarial"] == 16 * make_hparams(name, _fast(name)).n_adv
+        assert 0.0 <= ctx.extra["adv_success"] <= 100.0
+
+
+def test_adversarial_success_counts_target_hits_in_eval_mode():
+    from torch import nn
+
+    from bench.l2ul import adversarial_success
+
+    model = nn.Sequential(nn.Flatten(), nn.Linear(2, 3, bias=False), nn.BatchNorm1d(3))
+    with torch.no_grad():
+        model[1].weight.copy_(torch.eye(3, 2))  # logits (x0, x1, 0)
+    x = torch.tensor([[2.0, 0.0], [0.0, 2.0], [-1.0, -1.0], [2.0, 0.0]])
+    y = torch.tensor([0, 1, 2, 1])  # the last one misses its target
+    model.train()
+    assert adversarial_success(model, x, y) == 75.0
+    assert adversarial_success(model, x, y, batch=3) == 75.0
+    assert model.training and model[2].num_batches_tracked == 0  # eval inside, mode restored
+    assert adversarial_success(model, x[:0], y[:0]) == 100.0
 
 
 def _fast(name):

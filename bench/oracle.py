@@ -1,0 +1,139 @@
+"""The oracle pool: K models retrained from scratch without the forget set, cached by content.
+
+Distribution-level forgetting metrics compare an unlearned model with *several* models that
+never saw D_f: KLOM (Georgiev et al. 2024, "Attribute-to-Delete"), the NeurIPS 2023 unlearning
+challenge's per-example epsilon, the population epsilon of Machine-Unlearning-Comparator. One
+pool serves every method, seed and metric that shares its cause:
+
+* key = hash of (dataset carving, number of train rows, architecture, recipe, the exact set of
+  forgotten train positions, the oracle index, the training code version); so a pool is built
+  once per (dataset, arch, forget set, recipe) and reused by every method and rerun;
+* oracle ``i`` is trained with seed ``ORACLE_SEED + i`` (independent of the pretraining seed);
+* each cached file holds the state dict and the logits of **every** train and test point
+  (float32), so a new metric needs no model reload: metrics read ``logits(split)``.
+
+Building is under a file lock, and files are written atomically: concurrent runs that need the
+same oracle wait for one build, and an interrupted build leaves nothing half-written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from bench.data import Carved, View
+from bench.errors import BenchError
+from bench.records import atomic_torch_save
+from bench.spec import RunSpec, stable_hash
+from bench.train import TRAIN_CODE_VERSION, fresh_model, predict, train
+
+log = logging.getLogger(__name__)
+
+#: seed of oracle 0 (oracle i uses ORACLE_SEED + i), far from the replicate seeds of suites.
+ORACLE_SEED = 100_000
+
+
+def positions_digest(positions: torch.Tensor) -> str:
+    """A short digest of a set of train positions (order-insensitive)."""
+    p = positions.long().sort().values.cpu().numpy().astype("<i8").tobytes()
+    return hashlib.sha256(p).hexdigest()[:16]
+
+
+def oracle_key(spec: RunSpec, n_train: int, forgotten: torch.Tensor, index: int) -> str:
+    return stable_hash(
+        {
+            "data": spec.data,
+            "n_train": n_train,
+            "arch": spec.arch,
+            "recipe": spec.recipe,
+            "forgotten": positions_digest(forgotten),
+            "n_forgotten": int(forgotten.numel()),
+            "oracle": index,
+            "train_code": TRAIN_CODE_VERSION,
+        }
+    )
+
+
+@dataclass
+class OraclePool:
+    """Logits of K retrained models on every train point (``train``: rows in carved-train
+    order) and test point (``test``), stacked as ``[K, n, C]`` float32 CPU tensors."""
+
+    train_logits: torch.Tensor
+    test_logits: torch.Tensor
+    forgotten: torch.Tensor
+    seconds: list[float] = field(default_factory=list)
+    keys: list[str] = field(default_factory=list)
+
+    @property
+    def size(self) -> int:
+        return int(self.train_logits.shape[0])
+
+    def logits(self, split: str, positions: torch.Tensor | None = None) -> torch.Tensor:
+        """``[K, n, C]`` logits of a split: ``test``, or ``train`` rows at ``positions`` (all
+        when ``None``)."""
+        if split == "test":
+            return self.test_logits
+        if split != "train":
+            raise KeyError(f"oracle logits exist for 'train' and 'test', not {split!r}")
+        if positions is None:
+            return self.train_logits
+        return self.train_logits.index_select(1, positions.long().cpu())
+
+
+def build_oracle_pool(
+    spec: RunSpec,
+    carved: Carved,
+    forgotten: torch.Tensor,
+    size: int,
+    cache: Path,
+    device: torch.device,
+) -> OraclePool:
+    """The pool of ``size`` retrained models for ``spec``'s dataset, arch and recipe without the
+    train positions ``forgotten``; each model is trained once and cached under
+    ``cache/oracle/``."""
+    if size < 1:
+        raise BenchError("the oracle pool needs pool_size >= 1 (set it in the suite)")
+    if spec.recipe.epochs == 0:
+        raise BenchError(
+            f"an oracle pool retrains {spec.arch} from scratch: the recipe needs epochs > 0"
+        )
+    bundle = carved.bundle
+    n_train = len(carved.train)
+    train_all = View(bundle.train, carved.train, device, "train")
+    test_view = View(bundle.test, carved.test, device, "test")
+    keep = torch.ones(n_train, dtype=torch.bool)
+    keep[forgotten.long()] = False
+    retain = train_all.subset(torch.nonzero(keep).flatten(), "retain")
+    tr, te, secs, keys = [], [], [], []
+    for i in range(size):
+        key = oracle_key(spec, n_train, forgotten, i)
+        path = cache / "oracle" / f"oracle-{key}.pt"
+        from bench.protocol import file_lock
+
+        with file_lock(path.with_suffix(".lock")):
+            if not path.exists():
+                t0 = time.perf_counter()
+                model = fresh_model(bundle, spec.arch, ORACLE_SEED + i)
+                model.to(device)
+                steps = train(model, retain, spec.recipe, ORACLE_SEED + i)
+                with torch.no_grad():
+                    blob = {
+                        "train_logits": predict(model, train_all).cpu(),
+                        "test_logits": predict(model, test_view).cpu(),
+                        "state_dict": {k: v.cpu() for k, v in model.state_dict().items()},
+                        "info": {"seconds": time.perf_counter() - t0, "steps": steps, "key": key},
+                    }
+                atomic_torch_save(blob, path)
+                log.info("oracle %d/%d built in %.1f s", i + 1, size, blob["info"]["seconds"])
+            blob = torch.load(path, map_location="cpu", weights_only=True)
+        tr.append(blob["train_logits"])
+        te.append(blob["test_logits"])
+        secs.append(float(blob["info"]["seconds"]))
+        keys.append(key)
+    return OraclePool(torch.stack(tr), torch.stack(te), forgotten.clone(), secs, keys)
