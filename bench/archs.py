@@ -2,6 +2,7 @@
 ``Normalize`` layer is the first module, so attacks and methods work in pixel space.
 
 * ``smallcnn``        a ~0.1 M-parameter CNN for the embedded 8x8 data and small inputs.
+* ``mlp``             a 2x512 BatchNorm MLP (CPU-sized evidence runs on CIFAR subsets).
 * ``resnet18_cifar``  the CIFAR ResNet-18 of the L2UL code: torchvision-style ResNet-18 with a
   3x3 stride-1 stem (no bias) + BN + ReLU, the 3x3 stride-2 max-pool kept, [2,2,2,2] basic
   blocks of widths 64..512, Kaiming-normal (fan_out) init (spec section 1.7).
@@ -71,6 +72,24 @@ def small_cnn(num_classes: int, in_shape: tuple[int, int, int], pretrained: bool
         nn.AdaptiveAvgPool2d(1),
         nn.Flatten(),
         nn.Linear(128, num_classes),
+    )
+
+
+@register_arch("mlp", params="~1.8M at 32x32x3")
+def mlp(num_classes: int, in_shape: tuple[int, int, int], pretrained: bool = False):
+    """Flatten, two hidden layers of 512 with BatchNorm and ReLU, linear head. Fast on CPU and
+    able to fit (memorize) a few thousand CIFAR images, the regime of the L2UL paper's
+    ResNet-18 (100 % train accuracy), which the CPU-sized CNN does not reach."""
+    d = in_shape[0] * in_shape[1] * in_shape[2]
+    return nn.Sequential(
+        nn.Flatten(),
+        nn.Linear(d, 512, bias=False),
+        nn.BatchNorm1d(512),
+        nn.ReLU(inplace=True),
+        nn.Linear(512, 512, bias=False),
+        nn.BatchNorm1d(512),
+        nn.ReLU(inplace=True),
+        nn.Linear(512, num_classes),
     )
 
 

@@ -40,7 +40,11 @@ class L2ULFields:
     momentum 0.9, weight decay 1e-4, forget batch 32, at most ``max_epochs`` epochs (1000 for
     CIFAR-10 in the official code). ``objective``: ``misclassify`` (stop when no forget instance
     is predicted as its label) or ``relabel`` (train towards a fixed y* != y drawn once per call
-    with the run's seed; stop when every forget instance is predicted as its y*)."""
+    with the run's seed; stop when every forget instance is predicted as its y*).
+    ``freeze_bn``: keep BatchNorm layers in eval mode during the updates (running statistics
+    frozen). The official code updates in train mode (``False``, the default), so every step
+    moves the running statistics towards those of a batch made only of D_f and its
+    adversarial neighbours."""
 
     lr: float = 1e-3
     momentum: float = 0.9
@@ -48,6 +52,7 @@ class L2ULFields:
     forget_batch: int = 32
     max_epochs: int = 1000
     objective: str = "misclassify"
+    freeze_bn: bool = False
 
 
 @dataclass(frozen=True)
@@ -156,6 +161,15 @@ def adversarial_success(model: nn.Module, x_adv: Tensor, y_adv: Tensor, batch: i
     return 100.0 * hit / x_adv.shape[0]
 
 
+def train_mode(model: nn.Module, hp) -> None:
+    """``model.train()``, with BatchNorm layers back in eval mode when ``hp.freeze_bn``."""
+    model.train()
+    if getattr(hp, "freeze_bn", False):
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.eval()
+
+
 # ---------------------------------------------------------------------------------------------
 # the loop of neggrad / adv_only / mas_only / adv_mas
 
@@ -219,13 +233,13 @@ def unlearn(
         opt.step()
 
     def pass_epoch(_e: int) -> Iterator[None]:
-        model.train()
+        train_mode(model, hp)
         for x, y, t in forget_batches(forget, hp.forget_batch, y_star):
             update(forget_term(model(x), y, t))
             yield
 
     def adv_epoch(_e: int) -> Iterator[None]:
-        model.train()
+        train_mode(model, hp)
         fb = cycle(lambda: forget_batches(forget, hp.forget_batch, y_star))
         for s in range(0, x_adv.shape[0], hp.adv_batch):
             xa, ya = x_adv[s : s + hp.adv_batch], y_adv[s : s + hp.adv_batch]

@@ -176,8 +176,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         if args.list:
-            for name in _registry(args.list).list():
-                print(name)
+            reg = _registry(args.list)
+            for name in reg.list():
+                print(_describe(reg, name) if args.verbose else name)
             return 0
         return _run(args)
     except BenchError as exc:
@@ -188,6 +189,16 @@ def main(argv: list[str] | None = None) -> int:
             "interrupted: finished runs are kept; rerun the same command to resume", file=sys.stderr
         )
         return 130
+
+
+def _describe(reg, name: str) -> str:
+    """``name  key=value ...  first docstring line`` for ``--list X -v``."""
+    entry = reg.entry(name)
+    meta = {k: v for k, v in entry.meta.items() if isinstance(v, (str, int, float)) and v != ""}
+    desc = meta.pop("description", "") or (getattr(entry.obj, "__doc__", "") or "").strip()
+    first = desc.splitlines()[0] if desc else ""
+    tags = "  ".join(f"{k}={v}" for k, v in meta.items())
+    return f"{name:22s} {tags}  {first}".rstrip()
 
 
 def _run(args: argparse.Namespace) -> int:

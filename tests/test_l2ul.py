@@ -182,3 +182,15 @@ def test_l2ul_suites_expand(suite):
     if suite == "l2ul-digits":
         assert len(specs) == 7 * 4 * 3
         assert {s.forget.k for s in specs} == {8, 32, 64, 128}
+
+
+@pytest.mark.parametrize("freeze", [False, True])
+def test_freeze_bn_keeps_running_statistics(freeze, setup, monkeypatch):
+    _with_hp(monkeypatch, "neggrad", freeze_bn=freeze)
+    model0 = setup[4]
+    before = {k: v.clone() for k, v in model0.state_dict().items() if "running" in k}
+    model, forget, _, ctx = _call("neggrad", setup, seed=1)
+    after = {k: v for k, v in model.state_dict().items() if "running" in k}
+    same = all(torch.equal(before[k], after[k]) for k in before)
+    assert same == freeze
+    assert accuracy(model, forget) == 0.0 or ctx.cap_hit

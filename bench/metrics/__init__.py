@@ -146,4 +146,6 @@ def evaluate(
 
 
 from bench.metrics import basic as _basic  # noqa: E402,F401
+from bench.metrics import diagnostics as _diagnostics  # noqa: E402,F401
 from bench.metrics import mia as _mia  # noqa: E402,F401
+from bench.metrics import pool as _pool  # noqa: E402,F401

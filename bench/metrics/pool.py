@@ -1,0 +1,164 @@
+"""Distribution-level forgetting metrics, registered: ZRF, and the oracle-pool tier (KLOM,
+NeurIPS 2023 challenge score, MUC's population-epsilon forgetting quality score).
+
+The pure functions live in :mod:`bench.metrics.scores`; this module feeds them logits:
+
+* the run's unlearned model and, for KLOM and the challenge score, its replicas (the same
+  method on the same forget set from the same pretrained model, other unlearning seeds;
+  ``ev.replica_logits``);
+* the oracle pool, K models retrained without D_f (``ev.oracle_logits``,
+  :mod:`bench.oracle`), sized by the suite's ``pool_size`` (M = K = pool_size).
+
+Pool metrics return no rows when the run has no pool (``pool_size`` 0) or at the "before"
+stage; large splits are subsampled (seeded) to :data:`MAX_POINTS` points.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from bench.metrics import EvalInput, register_metric
+from bench.metrics.scores import (
+    challenge_epsilons,
+    challenge_forget_score,
+    challenge_score,
+    klom,
+    logit_scaled_confidence,
+    margins,
+    muc_privacy_score,
+    zrf,
+)
+
+Rows = list[tuple[str, str, float]]
+
+#: KLOM / accuracy ratios on D_r and test use at most this many (seeded) points per split
+MAX_POINTS = 2000
+
+
+def _pool_ready(ev: EvalInput) -> bool:
+    return ev.oracle is not None and ev.replicas is not None and ev.has("forget")
+
+
+def _rows_sample(ev: EvalInput, split: str, n: int = MAX_POINTS) -> torch.Tensor | None:
+    """Seeded positions (within the view) of at most ``n`` rows of ``split``; ``None``: all."""
+    size = len(ev.views[split])
+    if size <= n:
+        return None
+    g = torch.Generator().manual_seed(0)
+    return torch.randperm(size, generator=g)[:n].sort().values
+
+
+def _take(t: torch.Tensor, rows: torch.Tensor | None) -> torch.Tensor:
+    return t if rows is None else t.index_select(-2, rows)
+
+
+def _labels(ev: EvalInput, split: str, rows: torch.Tensor | None) -> np.ndarray:
+    y = ev.views[split].targets.cpu()
+    return (y if rows is None else y.index_select(0, rows)).numpy()
+
+
+@register_metric("zrf", ideal="match retrain", cost="cheap")
+def zrf_metric(ev: EvalInput) -> Rows:
+    """ZRF (Chundawat et al. 2023, Bad Teacher): 1 - mean JS(p_unlearned, p_random) on D_f,
+    JS in nats, against a randomly initialised model of the same architecture (seeded by the
+    run's unlearning seed); in [1 - ln 2, 1]. Match retrain (a retrained model is not random on
+    D_f either). After unlearning only."""
+    if ev.fresh is None or not ev.has("forget"):
+        return []
+    from bench.train import predict
+
+    incompetent = ev._once("fresh", ev.fresh)
+    p = torch.softmax(ev.logits("forget").double(), 1).cpu().numpy()
+    q = torch.softmax(predict(incompetent, ev.views["forget"]).double(), 1).cpu().numpy()
+    return [("forget", "zrf", zrf(p, q))]
+
+
+@register_metric("klom", ideal="0", cost="expensive")
+def klom_metric(ev: EvalInput) -> Rows:
+    """KLOM (Georgiev et al. 2024, "Attribute-to-Delete"): per point, the binned KL (20 bins,
+    margins clipped to +-100) of the margins of M unlearned models against those of K oracle
+    models (KL(unlearned || oracle), nats); rows ``klom`` (mean over points) and ``klom_p95``
+    (95th percentile, the paper's headline) on D_f, D_r and test (D_r and test subsampled to
+    2,000 points). 0 = indistinguishable from retraining. Needs ``pool_size`` >= 2."""
+    if not _pool_ready(ev):
+        return []
+    rows: Rows = []
+    for split in ("forget", "retain", "test"):
+        if not ev.has(split):
+            continue
+        pick = _rows_sample(ev, split)
+        y = _labels(ev, split, pick)
+        mu = margins(_take(ev.replica_logits(split), pick).double().numpy(), y)
+        mo = margins(_take(ev.oracle_logits(split), pick).double().numpy(), y)
+        per_point = klom(mo, mu)
+        rows += [
+            (split, "klom", float(per_point.mean())),
+            (split, "klom_p95", float(np.percentile(per_point, 95))),
+        ]
+    return rows
+
+
+def entropy_at_temperature(logits: np.ndarray, temperature: float) -> np.ndarray:
+    """Softmax entropy (nats) of ``logits / temperature`` per row."""
+    z = torch.as_tensor(logits, dtype=torch.float64) / temperature
+    logp = torch.log_softmax(z, -1)
+    return (-(logp.exp() * logp).sum(-1)).numpy()
+
+
+def _accuracy(logits: torch.Tensor, y: np.ndarray) -> float:
+    """Mean top-1 accuracy in % over the model axis of ``[M, n, C]`` logits."""
+    return float((logits.argmax(-1) == torch.as_tensor(y)).double().mean() * 100)
+
+
+@register_metric("challenge_score", ideal="1", cost="expensive")
+def challenge_metric(ev: EvalInput) -> Rows:
+    """NeurIPS 2023 machine unlearning challenge score (Triantafillou et al. 2024): per D_f
+    example, epsilon from the logit-scaled confidences of M unlearned vs K retrained models
+    (single- and double-threshold attacks, delta 1e-5, cap 50); bucket points
+    2^-floor(eps/0.5) below ceil(ln(M-1)); mean over D_f (``challenge_forget_score``), times
+    RA_u/RA_r x TA_u/TA_r (``challenge_score``, accuracies averaged over the models; D_r and
+    test subsampled to 2,000 points). Also ``challenge_eps`` (mean epsilon). 1 = unlearned.
+    Needs ``pool_size`` >= 3 (the kit uses 512)."""
+    if not _pool_ready(ev):
+        return []
+    y_f = _labels(ev, "forget", None)
+    cu = logit_scaled_confidence(ev.replica_logits("forget").double().numpy(), y_f)
+    cr = logit_scaled_confidence(ev.oracle_logits("forget").double().numpy(), y_f)
+    m = cu.shape[0]
+    if m < 3:
+        return []
+    eps = challenge_epsilons(cu, cr)
+    acc = {}
+    for split in ("retain", "test"):
+        pick = _rows_sample(ev, split)
+        y = _labels(ev, split, pick)
+        acc[split] = (
+            _accuracy(_take(ev.replica_logits(split), pick), y),
+            _accuracy(_take(ev.oracle_logits(split), pick), y),
+        )
+    return [
+        ("forget", "challenge_eps", float(eps.mean())),
+        ("forget", "challenge_forget_score", challenge_forget_score(eps, m)),
+        ("forget", "challenge_score", challenge_score(eps, m, *acc["retain"], *acc["test"])),
+    ]
+
+
+@register_metric("fqs", ideal="1", cost="expensive")
+def fqs_metric(ev: EvalInput) -> Rows:
+    """Forgetting quality score of Machine-Unlearning-Comparator (its "privacy score"): the
+    population epsilon of threshold attacks separating the unlearned model from retrained
+    oracle 0 over the D_f population, on the entropy of softmax(z/2) and on the log-odds
+    confidence of the predicted class (51 thresholds, delta 1e-5); FQS = 1 - max attack
+    strength (1 - 2^-eps). 1 = unlearned. Needs an oracle pool (``pool_size`` >= 1)."""
+    if ev.oracle is None or not ev.has("forget"):
+        return []
+    zu = ev.logits("forget").double().cpu().numpy()
+    zr = ev.oracle_logits("forget")[0].double().numpy()
+    score = muc_privacy_score(
+        entropy_at_temperature(zu, 2.0),
+        entropy_at_temperature(zr, 2.0),
+        logit_scaled_confidence(zu, zu.argmax(-1)),
+        logit_scaled_confidence(zr, zr.argmax(-1)),
+    )
+    return [("forget", "fqs", score)]

@@ -1,0 +1,131 @@
+"""Every registered metric through the protocol on tiny data: rows, artifacts, the pool tier,
+and the retrained model scoring as unlearned where NegGrad does not."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from bench.metrics import METRICS
+from bench.protocol import execute
+from bench.records import record_path
+from tests.helpers import tiny_spec
+
+POOL_METRICS = ("klom", "challenge_score", "fqs")
+ALL = tuple(METRICS.list())
+
+
+def _after(env, spec):
+    lines = [json.loads(x) for x in record_path(env.out, spec.run_id).read_text().splitlines()]
+    assert lines[-1]["status"] == "done", lines[-1]
+    return {
+        (r["split"], r["metric"]): r["value"]
+        for r in lines
+        if r.get("type") == "metric" and r["stage"] == "after"
+    }
+
+
+@pytest.fixture(scope="module")
+def pooled(tmp_path_factory):
+    """neggrad and retrain with every metric and a pool of 3 (one shared oracle pool)."""
+    from bench.protocol import Env
+
+    env = Env(out=tmp_path_factory.mktemp("out"), cache=tmp_path_factory.mktemp("cache"))
+    got = {}
+    for method in ("neggrad", "retrain"):
+        spec = tiny_spec(method, k=16, metrics=ALL, pool_size=3)
+        assert execute(spec, env) == "done"
+        got[method] = (spec, _after(env, spec))
+    return env, got
+
+
+def test_every_metric_records_rows_after_unlearning(pooled):
+    _, got = pooled
+    _, rows = got["neggrad"]
+    names = {m for _, m in rows}
+    for expected in (
+        "accuracy",
+        "ua",
+        "ra",
+        "ta",
+        "class_0_accuracy",
+        "mia_svc",
+        "mia_svc_prob",
+        "mia_loss",
+        "mia_entropy",
+        "mia_entropy_shadow",
+        "zrf",
+        "klom",
+        "klom_p95",
+        "challenge_score",
+        "challenge_forget_score",
+        "challenge_eps",
+        "fqs",
+        "relearn_time",
+        "flip_rate",
+    ):
+        assert expected in names, expected
+    assert any(m.startswith("cka_") for m in names)
+    assert rows[("forget", "ua")] == pytest.approx(100 - rows[("forget", "accuracy")])
+    for key in (("forget", "zrf"),):
+        assert 1 - np.log(2) - 1e-9 <= rows[key] <= 1.0
+
+
+def test_retrained_model_scores_as_unlearned_and_neggrad_does_not(pooled):
+    _, got = pooled
+    ng, rt = got["neggrad"][1], got["retrain"][1]
+    # retraining is a draw from the oracle distribution: KLOM near 0, far below NegGrad's
+    assert rt[("forget", "klom")] < ng[("forget", "klom")]
+    assert rt[("test", "klom")] < ng[("test", "klom")]
+    assert rt[("forget", "challenge_forget_score")] > ng[("forget", "challenge_forget_score")]
+    assert rt[("forget", "fqs")] >= ng[("forget", "fqs")]
+    # the retrained model never saw D_f: its representation of D_f moved from the original's
+    assert rt[("retain", "cka_net.11")] < 0.999
+    assert ng[("forget", "flip_rate")] == 100.0  # NegGrad misclassifies all of D_f
+
+
+def test_artifacts_hold_confusion_and_embeddings(pooled):
+    env, got = pooled
+    spec, rows = got["neggrad"]
+    art = env.out / "artifacts" / spec.run_id
+    conf = np.load(art / "confusion.npz")
+    assert conf["matrix"].shape == (4, 4) and conf["matrix"].sum() == 16
+    assert np.trace(conf["matrix"]) == 0  # every D_f prediction changed (flip rate 100 %)
+    emb = np.load(art / "embeddings.npz")
+    assert emb["forget_original"].shape == emb["forget_unlearned"].shape == (16, 128)
+    assert emb["retain_labels"].shape[0] == emb["retain_original"].shape[0]
+
+
+def test_oracle_pool_is_built_once_for_both_methods(pooled):
+    env, _ = pooled
+    assert len(list((env.cache / "oracle").glob("*.pt"))) == 3
+
+
+def test_pool_metrics_skip_without_a_pool(env):
+    spec = tiny_spec("neggrad", k=16, metrics=("accuracy", *POOL_METRICS))
+    assert execute(spec, env) == "done"
+    names = {m for _, m in _after(env, spec)}
+    assert names == {"accuracy"}
+
+
+def test_every_registered_metric_documents_its_ideal_and_cost():
+    for name in METRICS.list():
+        meta = METRICS.entry(name).meta
+        assert meta["ideal"] in {"match retrain", "0.5", "0", "1"}, name
+        assert meta["cost"] in {"cheap", "expensive"}, name
+        assert METRICS.get(name).__doc__, name
+
+
+def test_suite_metric_tiers_cover_the_registry():
+    from bench.suites import CHEAP_METRICS, EXPENSIVE_METRICS, SUITES
+
+    by_cost = {
+        c: {n for n in METRICS.list() if METRICS.entry(n).meta["cost"] == c}
+        for c in ("cheap", "expensive")
+    }
+    assert set(CHEAP_METRICS) == by_cost["cheap"]
+    assert set(EXPENSIVE_METRICS) == by_cost["expensive"]
+    assert SUITES.get("smoke").metrics == CHEAP_METRICS
+    assert SUITES.get("metrics-digits").pool_size >= 3
