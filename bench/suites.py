@@ -287,7 +287,7 @@ CHEAP_METRICS = (
     "mia_entropy_shadow",
 )
 #: metrics that retrain models (oracle pool), rerun the method, or fine-tune: named by suites
-EXPENSIVE_METRICS = ("klom", "challenge_score", "fqs", "relearn_time", "representation")
+EXPENSIVE_METRICS = ("klom", "challenge_score", "fqs", "ulira", "relearn_time", "representation")
 
 # The main job: every registered method on the embedded digits with the cheap metrics.
 # Adversarial methods use the digits-sized L2UL settings with a short epoch cap so that the

@@ -537,3 +537,27 @@ def test_zrf_validation():
         S.zrf(np.eye(2), np.eye(3))
     with pytest.raises(ValueError, match="one shape"):
         S.zrf([0.5, 0.5], [0.5, 0.5])
+
+
+def test_ulira_same_distribution_near_half_and_separated_is_one():
+    from bench.metrics.scores import ulira_accuracy
+
+    rng = np.random.default_rng(0)
+    same = ulira_accuracy(rng.normal(0, 1, (64, 400)), rng.normal(0, 1, (64, 400)))
+    assert abs(same - 0.5) < 0.05
+    apart = ulira_accuracy(rng.normal(5, 1, (16, 50)), rng.normal(-5, 1, (16, 50)))
+    assert apart == 1.0
+    shifted = ulira_accuracy(rng.normal(1, 1, (32, 200)), rng.normal(0, 1, (32, 200)))
+    assert 0.6 < shifted < 0.8  # Phi(0.5) = 0.69 for a unit shift with equal variances
+
+
+def test_ulira_leave_one_out_hand_case_and_validation():
+    from bench.metrics.scores import ulira_accuracy
+
+    # one example: unlearned side {0, 1, 2}, retrained side {10, 11, 12}; every model, left
+    # out, is closer to its own side's Gaussian
+    assert ulira_accuracy([[0.0], [1.0], [2.0]], [[10.0], [11.0], [12.0]]) == 1.0
+    with pytest.raises(ValueError, match="at least 3"):
+        ulira_accuracy(np.zeros((2, 4)), np.zeros((3, 4)))
+    with pytest.raises(ValueError, match="examples"):
+        ulira_accuracy(np.zeros((3, 4)), np.zeros((3, 5)))

@@ -13,7 +13,7 @@ from bench.protocol import execute
 from bench.records import record_path
 from tests.helpers import tiny_spec
 
-POOL_METRICS = ("klom", "challenge_score", "fqs")
+POOL_METRICS = ("klom", "challenge_score", "fqs", "ulira")
 ALL = tuple(METRICS.list())
 
 
@@ -63,6 +63,7 @@ def test_every_metric_records_rows_after_unlearning(pooled):
         "challenge_forget_score",
         "challenge_eps",
         "fqs",
+        "ulira",
         "relearn_time",
         "flip_rate",
     ):
@@ -81,6 +82,7 @@ def test_retrained_model_scores_as_unlearned_and_neggrad_does_not(pooled):
     assert rt[("test", "klom")] < ng[("test", "klom")]
     assert rt[("forget", "challenge_forget_score")] > ng[("forget", "challenge_forget_score")]
     assert rt[("forget", "fqs")] >= ng[("forget", "fqs")]
+    assert abs(rt[("forget", "ulira")] - 0.5) < abs(ng[("forget", "ulira")] - 0.5)
     # the retrained model never saw D_f: its representation of D_f moved from the original's
     assert rt[("retain", "cka_net.11")] < 0.999
     assert ng[("forget", "flip_rate")] == 100.0  # NegGrad misclassifies all of D_f

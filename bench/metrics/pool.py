@@ -1,5 +1,5 @@
 """Distribution-level forgetting metrics, registered: ZRF, and the oracle-pool tier (KLOM,
-NeurIPS 2023 challenge score, MUC's population-epsilon forgetting quality score).
+NeurIPS 2023 challenge score, MUC's population-epsilon forgetting quality score, U-LiRA).
 
 The pure functions live in :mod:`bench.metrics.scores`; this module feeds them logits:
 
@@ -27,6 +27,7 @@ from bench.metrics.scores import (
     logit_scaled_confidence,
     margins,
     muc_privacy_score,
+    ulira_accuracy,
     zrf,
 )
 
@@ -162,3 +163,20 @@ def fqs_metric(ev: EvalInput) -> Rows:
         logit_scaled_confidence(zr, zr.argmax(-1)),
     )
     return [("forget", "fqs", score)]
+
+
+@register_metric("ulira", ideal="0.5", cost="expensive")
+def ulira_metric(ev: EvalInput) -> Rows:
+    """U-LiRA (Hayes et al. 2024) in pool form: balanced accuracy of per-example Gaussian
+    likelihood-ratio tests on the logit-scaled confidence of D_f, unlearned replicas ("in")
+    vs oracle models ("out"), every model scored leave-one-out
+    (:func:`bench.metrics.scores.ulira_accuracy`). 0.5 = unlearned. Opt-in: needs
+    ``pool_size`` >= 3 (the paper uses many more shadows)."""
+    if not _pool_ready(ev):
+        return []
+    y_f = _labels(ev, "forget", None)
+    cu = logit_scaled_confidence(ev.replica_logits("forget").double().numpy(), y_f)
+    cr = logit_scaled_confidence(ev.oracle_logits("forget").double().numpy(), y_f)
+    if min(cu.shape[0], cr.shape[0]) < 3:
+        return []
+    return [("forget", "ulira", ulira_accuracy(cu, cr))]

@@ -604,3 +604,54 @@ def zrf(probs_unlearned, probs_incompetent, *, variant: str = "js") -> float:
         div = 0.5 * rel_entr(m, p).mean() + 0.5 * rel_entr(m, q).mean()
         return float(1.0 - div)
     raise ValueError(f"variant must be 'js' or 'bad_teacher_code', got {variant!r}")
+
+
+# ---------------------------------------------------------------------------------------
+# U-LiRA on a pool
+
+
+def ulira_accuracy(unlearned_conf, retrained_conf, *, min_var: float = 1e-6) -> float:
+    """Balanced accuracy of a pool form of U-LiRA (Hayes et al. 2024, "Inexact Unlearning Needs
+    More Careful Evaluations to Avoid a False Sense of Privacy"); 0.5 means unlearned.
+
+    ``unlearned_conf`` ``(M, N)`` and ``retrained_conf`` ``(K, N)``: logit-scaled confidences
+    (:func:`logit_scaled_confidence`) of M unlearned and K retrained models on N forget
+    examples, M, K >= 3. For each model of either side and each example, leave that model out,
+    fit one Gaussian per example to the remaining unlearned confidences ("in": trained, then
+    unlearned) and one to the remaining retrained ones ("out": never trained on it), and
+    predict "unlearned" when the model's confidence is more likely under "in" (Gaussian
+    likelihood ratio > 1). Returns the mean of the true-positive rate over unlearned models and
+    the true-negative rate over retrained ones. Variances are floored at ``min_var``.
+
+    Deviation from the paper: its shadows are trained on random halves of the data and then
+    unlearned, and the attack targets held-out unlearned models; here the shadows are this
+    project's pool (replicas unlearned from one pretrained model with other seeds, and oracle
+    models retrained without D_f), scored leave-one-out, so no extra training is needed.
+    """
+    u = _finite_f64(unlearned_conf, "unlearned_conf", 2)
+    r = _finite_f64(retrained_conf, "retrained_conf", 2)
+    if u.shape[1] != r.shape[1]:
+        raise ValueError(f"unlearned_conf has {u.shape[1]} examples, retrained_conf {r.shape[1]}")
+    if u.shape[0] < 3 or r.shape[0] < 3:
+        raise ValueError("U-LiRA needs at least 3 unlearned and 3 retrained models")
+
+    def loo_stats(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        n = a.shape[0]
+        s, s2 = a.sum(0), (a * a).sum(0)
+        mean = (s - a) / (n - 1)
+        var = (s2 - a * a) / (n - 1) - mean**2
+        return mean, np.maximum(var * (n - 1) / (n - 2), min_var)
+
+    def log_density(x, mean, var):
+        return -0.5 * (np.log(2 * np.pi * var) + (x - mean) ** 2 / var)
+
+    def says_unlearned(x, mu_in, var_in, mu_out, var_out):
+        return log_density(x, mu_in, var_in) > log_density(x, mu_out, var_out)
+
+    mu_u, var_u = loo_stats(u)  # leave-one-out over the unlearned side
+    mu_r, var_r = loo_stats(r)
+    full_u = (u.mean(0), np.maximum(u.var(0, ddof=1), min_var))
+    full_r = (r.mean(0), np.maximum(r.var(0, ddof=1), min_var))
+    tpr = says_unlearned(u, mu_u, var_u, *full_r).mean()
+    tnr = 1.0 - says_unlearned(r, *full_u, mu_r, var_r).mean()
+    return float(0.5 * (tpr + tnr))
