@@ -561,3 +561,15 @@ def test_ulira_leave_one_out_hand_case_and_validation():
         ulira_accuracy(np.zeros((2, 4)), np.zeros((3, 4)))
     with pytest.raises(ValueError, match="examples"):
         ulira_accuracy(np.zeros((3, 4)), np.zeros((3, 5)))
+
+
+def test_challenge_score_of_a_model_against_its_own_copies_is_maximal():
+    from bench.metrics.scores import challenge_epsilons, challenge_forget_score, challenge_score
+
+    rng = np.random.default_rng(3)
+    one_model = rng.normal(0, 3, 40)  # one model's confidences on 40 forget examples
+    copies = np.tile(one_model, (16, 1))  # 16 identical copies on each side
+    eps = challenge_epsilons(copies, copies.copy())
+    assert np.all(eps == 0.0)
+    assert challenge_forget_score(eps, 16) == 1.0
+    assert challenge_score(eps, 16, 90.0, 90.0, 80.0, 80.0) == 1.0

@@ -131,3 +131,25 @@ def test_suite_metric_tiers_cover_the_registry():
     assert set(EXPENSIVE_METRICS) == by_cost["expensive"]
     assert SUITES.get("smoke").metrics == CHEAP_METRICS
     assert SUITES.get("metrics-digits").pool_size >= 3
+
+
+def test_smoke_records_mia_metrics_for_every_run(tmp_path):
+    from bench.suites import SUITES
+
+    specs = SUITES.get("smoke").expand()
+    mias = {"mia_svc", "mia_loss", "mia_entropy", "mia_entropy_shadow"}
+    assert specs and all(mias <= set(s.metrics) for s in specs)
+
+
+@pytest.mark.slow
+def test_a_smoke_run_writes_mia_rows(tmp_path):
+    from bench.protocol import Env
+    from bench.suites import SUITES
+
+    specs = SUITES.get("smoke").expand()
+    mias = {"mia_svc", "mia_loss", "mia_entropy", "mia_entropy_shadow"}
+
+    env = Env(out=tmp_path / "out", cache=tmp_path / "cache")
+    spec = next(s for s in specs if s.method == "neggrad" and s.forget.k == 8 and s.seed == 0)
+    assert execute(spec, env) == "done"
+    assert mias <= {m for _, m in _after(env, spec)}
