@@ -59,7 +59,9 @@ def register_method(
     ``needs`` lists the data the method may see (``forget``, ``retain``, ``val``), or is a
     function of the hyperparameters returning that list (e.g. a ``use_retain`` switch).
     ``special_pretraining`` names a pretraining variant the method requires (e.g. mnemonic
-    codes).
+    codes). Other keywords are stored as metadata; conventional ones: ``citation``,
+    ``reference`` (URL of the reference implementation), ``quick_hp`` (hyperparameter overrides
+    that make the method run in about a second on the tests' toy data).
     """
     if not (dataclasses.is_dataclass(hparams) and hparams.__dataclass_params__.frozen):
         raise BenchError(f"method {name!r}: hparams must be a frozen dataclass")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 
 import pytest
@@ -35,7 +36,9 @@ def no_network(monkeypatch):
 
 @pytest.fixture(autouse=True)
 def _threads():
-    torch.set_num_threads(2)
+    # 2 by default (the CI machine); BENCH_TEST_THREADS=1 when several test runs share the cores
+    # (oversubscribed torch threads slow every run down many times over)
+    torch.set_num_threads(int(os.environ.get("BENCH_TEST_THREADS", "2")))
 
 
 @pytest.fixture

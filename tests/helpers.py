@@ -18,8 +18,17 @@ FAST_HP = {
 }
 
 
+def fast_hp(method: str) -> dict:
+    """Hyperparameters for toy-sized test runs: the method's own ``quick_hp`` registration
+    metadata (``@register_method(..., quick_hp={...})``), then this module's ``FAST_HP``."""
+    from bench.method import METHODS
+
+    quick = METHODS.entry(method).meta.get("quick_hp") or {} if method in METHODS else {}
+    return {**quick, **FAST_HP.get(method, {})}
+
+
 def tiny_spec(method: str, k: int = 16, seed: int = 0, **kw) -> RunSpec:
-    hp = dict(FAST_HP.get(method, {}))
+    hp = fast_hp(method)
     hp.update(kw.pop("hp", {}))
     return RunSpec(
         method=method,

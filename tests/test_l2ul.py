@@ -63,7 +63,7 @@ def test_adversarial_success_counts_target_hits_in_eval_mode():
 def _fast(name):
     import tests.helpers as helpers
 
-    return helpers.FAST_HP.get(name, {})
+    return helpers.fast_hp(name)
 
 
 @pytest.mark.parametrize("name", FAMILY)

@@ -15,7 +15,7 @@ from bench.data import View, retain_positions, select_forget
 from bench.method import METHODS, Context, UnlearnData, Withheld, make_hparams, method_needs
 from bench.spec import ForgetSpec
 from bench.train import accuracy
-from tests.helpers import FAST_HP, tiny_spec
+from tests.helpers import fast_hp, tiny_spec
 
 ALL = METHODS.list()
 # methods whose purpose is to lower D_f accuracy on instances the model memorised
@@ -107,7 +107,7 @@ def test_forgetting_methods_lower_forget_accuracy(name, setup):
 
 @pytest.mark.parametrize("name", ALL)
 def test_methods_without_retain_access_never_see_retain(name, setup):
-    hp = make_hparams(name, FAST_HP.get(name, {}))
+    hp = make_hparams(name, fast_hp(name))
     if "retain" in method_needs(name, hp):
         pytest.skip("declares retain access")
     seen = []
