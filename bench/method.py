@@ -50,7 +50,7 @@ def register_method(
     *,
     hparams: type = NoHParams,
     needs: tuple[str, ...] | Callable[[Any], tuple[str, ...]] = ("forget",),
-    special_pretraining: str | None = None,
+    special_pretraining: str | Callable[[Any], str | None] | None = None,
     summary: str = "",
     **meta: Any,
 ) -> Callable:
@@ -59,9 +59,12 @@ def register_method(
     ``needs`` lists the data the method may see (``forget``, ``retain``, ``val``), or is a
     function of the hyperparameters returning that list (e.g. a ``use_retain`` switch).
     ``special_pretraining`` names a pretraining variant the method requires (e.g. mnemonic
-    codes). Other keywords are stored as metadata; conventional ones: ``citation``,
-    ``reference`` (URL of the reference implementation), ``quick_hp`` (hyperparameter overrides
-    that make the method run in about a second on the tests' toy data).
+    codes), or is a function of the hyperparameters returning that name (so that a
+    pretraining hyperparameter such as a mixing rate can vary per run); the name is part of the
+    pretraining cache key (:func:`method_special_pretraining`). Other keywords are stored as
+    metadata; conventional ones: ``citation``, ``reference`` (URL of the reference
+    implementation), ``quick_hp`` (hyperparameter overrides that make the method run in about a
+    second on the tests' toy data).
     """
     if not (dataclasses.is_dataclass(hparams) and hparams.__dataclass_params__.frozen):
         raise BenchError(f"method {name!r}: hparams must be a frozen dataclass")
@@ -88,6 +91,15 @@ def method_needs(name: str, hp: Any) -> tuple[str, ...]:
     if bad:
         raise BenchError(f"method {name!r} declares unknown data needs {bad}; use {DATA_KINDS}")
     return needs
+
+
+def method_special_pretraining(name: str, hp: Any = None) -> str | None:
+    """The pretraining variant method ``name`` requires with hyperparameters ``hp`` (``None``
+    for ordinary pretraining). ``hp=None`` uses the method's defaults."""
+    special = METHODS.entry(name).meta.get("special_pretraining")
+    if callable(special):
+        special = special(hp if hp is not None else make_hparams(name))
+    return special
 
 
 def make_hparams(name: str, overrides: dict[str, Any] | None = None) -> Any:
@@ -174,6 +186,9 @@ class Context:
     steps: int = 0
     cap_hit: bool = False
     extra: dict[str, float] = field(default_factory=dict)
+    #: what the method's special pretraining stored with the checkpoint (e.g. the mnemonic
+    #: codes, ``bench.mnemonic``); empty for ordinary pretraining
+    pretrain_artifacts: dict[str, Any] = field(default_factory=dict)
     _t0: float = field(default_factory=time.perf_counter)
 
     def train_from_scratch(self, view: View) -> nn.Module:

@@ -25,7 +25,15 @@ from torch import nn
 
 from bench.data import Carved, Locations, View, carve, load_dataset, retain_positions, select_forget
 from bench.errors import BenchError
-from bench.method import METHODS, Context, UnlearnData, Withheld, make_hparams, method_needs
+from bench.method import (
+    METHODS,
+    Context,
+    UnlearnData,
+    Withheld,
+    make_hparams,
+    method_needs,
+    method_special_pretraining,
+)
 from bench.metrics import evaluate
 from bench.records import atomic_torch_save, code_version, hardware, run_status, write_records
 from bench.spec import RunSpec, stable_hash
@@ -67,8 +75,15 @@ def default_device() -> torch.device:
 # pretraining cache
 
 
+def special_pretraining(spec: RunSpec) -> str | None:
+    """The pretraining variant ``spec``'s method requires (``None``: ordinary pretraining)."""
+    if callable(METHODS.entry(spec.method).meta.get("special_pretraining")):
+        return method_special_pretraining(spec.method, resolve_hparams(spec))
+    return METHODS.entry(spec.method).meta.get("special_pretraining")
+
+
 def pretrain_key(spec: RunSpec, n_train: int) -> str:
-    special = METHODS.entry(spec.method).meta.get("special_pretraining")
+    special = special_pretraining(spec)
     return stable_hash(
         {
             "data": spec.data,
@@ -96,6 +111,15 @@ def file_lock(path: Path):
 
 def pretrained_model(spec: RunSpec, carved: Carved, env: Env) -> tuple[nn.Module, dict]:
     """The pretrained model for ``spec``, trained once and cached by content hash."""
+    model, info, _ = pretrained_with_artifacts(spec, carved, env)
+    return model, info
+
+
+def pretrained_with_artifacts(
+    spec: RunSpec, carved: Carved, env: Env
+) -> tuple[nn.Module, dict, dict[str, Any]]:
+    """:func:`pretrained_model` plus what a special pretraining stored with the checkpoint
+    (``Context.pretrain_artifacts``; e.g. mnemonic codes, ``bench.mnemonic``)."""
     key = pretrain_key(spec, len(carved.train))
     path = env.cache / "models" / f"pretrain-{key}.pt"
     bundle = carved.bundle
@@ -104,26 +128,39 @@ def pretrained_model(spec: RunSpec, carved: Carved, env: Env) -> tuple[nn.Module
             blob = torch.load(path, map_location="cpu", weights_only=True)
             model = fresh_model(bundle, spec.arch, spec.train_seed)
             model.load_state_dict(blob["state_dict"])
-            return model.to(env.device).eval(), {**blob["info"], "cached": True}
+            artifacts = blob.get("artifacts", {})
+            return model.to(env.device).eval(), {**blob["info"], "cached": True}, artifacts
         t0 = time.perf_counter()
         model = fresh_model(bundle, spec.arch, spec.train_seed, pretrained=spec.recipe.pretrained)
         view = View(bundle.train, carved.train, env.device, "train")
-        steps = train(model, view, spec.recipe, spec.train_seed) if spec.recipe.epochs else 0
+        special = special_pretraining(spec)
+        hook, artifacts = None, {}
+        if special is not None and special.startswith("mnemonic"):
+            from bench.mnemonic import pretraining
+
+            hook, artifacts = pretraining(special, bundle, spec.train_seed)
+        elif special is not None:
+            raise BenchError(f"method {spec.method!r}: unknown special pretraining {special!r}")
+        steps = (
+            train(model, view, spec.recipe, spec.train_seed, batch_hook=hook)
+            if spec.recipe.epochs
+            else 0
+        )
         info = {
             "key": key,
             "seconds": time.perf_counter() - t0,
             "steps": steps,
             "code_version": code_version(),
         }
-        atomic_torch_save(
-            {
-                "state_dict": {k: v.cpu() for k, v in model.state_dict().items()},
-                "info": info,
-                "spec": json.loads(json.dumps(dataclasses.asdict(spec.recipe))),
-            },
-            path,
-        )
-        return model.eval(), {**info, "cached": False}
+        blob = {
+            "state_dict": {k: v.cpu() for k, v in model.state_dict().items()},
+            "info": info,
+            "spec": json.loads(json.dumps(dataclasses.asdict(spec.recipe))),
+        }
+        if artifacts:
+            blob["artifacts"] = artifacts
+        atomic_torch_save(blob, path)
+        return model.eval(), {**info, "cached": False}, artifacts
 
 
 # ---------------------------------------------------------------------------------------
@@ -142,7 +179,7 @@ def run(spec: RunSpec, env: Env) -> list[dict[str, Any]]:
     bundle = load_dataset(spec.data.name, env.locations)
     carved = carve(bundle, spec.data)
     dev = env.device
-    model0, pre_info = pretrained_model(spec, carved, env)
+    model0, pre_info, artifacts = pretrained_with_artifacts(spec, carved, env)
 
     n_train = len(carved.train)
     requests = spec.requests if spec.scenario == "continual" else 1
@@ -204,6 +241,7 @@ def run(spec: RunSpec, env: Env) -> list[dict[str, Any]]:
             method=spec.method,
             trainer=_scratch_trainer(spec, carved, trainer_seed),
             log=lambda msg: log.info("%s: %s", spec.run_id, msg),
+            pretrain_artifacts=dict(artifacts),
         )
 
     last_request: dict[str, UnlearnData] = {}
@@ -280,7 +318,7 @@ def run(spec: RunSpec, env: Env) -> list[dict[str, Any]]:
         "n_forget": int(forgotten.numel()),
         "unlearn_seconds": total_seconds,
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "special_pretraining": entry.meta.get("special_pretraining"),
+        "special_pretraining": special_pretraining(spec),
     }
     return [meta, *rows, {"run_id": spec.run_id, "status": "done"}]
 

@@ -59,8 +59,11 @@ def train(
     recipe: Recipe,
     seed: int,
     on_epoch: Callable[[int, float], None] | None = None,
+    batch_hook: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
 ) -> int:
-    """Train ``model`` in place on ``view`` with ``recipe``; returns the number of steps."""
+    """Train ``model`` in place on ``view`` with ``recipe``; returns the number of steps.
+    ``batch_hook(x, y) -> x``, if given, rewrites every (augmented) input batch before the
+    forward pass (special pretraining, e.g. mnemonic codes: ``bench.mnemonic``)."""
     device = view.device
     model.to(device).train()
     opt = make_optimizer(model.parameters(), recipe)
@@ -77,6 +80,8 @@ def train(
             augment=recipe.augment,
             crop_padding=recipe.crop_padding,
         ):
+            if batch_hook is not None:
+                x = batch_hook(x, y)
             loss = F.cross_entropy(model(x), y, label_smoothing=recipe.label_smoothing)
             opt.zero_grad(set_to_none=True)
             loss.backward()

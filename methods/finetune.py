@@ -34,6 +34,7 @@ class FinetuneHP:
     hparams=FinetuneHP,
     needs=("forget", "retain"),
     citation="Golatkar et al. CVPR 2020; Jia et al. NeurIPS 2023 (FT)",
+    retain_only=True,  # forgets only through training on D_r
 )
 def finetune(model, data, hp: FinetuneHP, ctx):
     """Train on D_r only with cross-entropy for ``epochs`` epochs (spec section 5); with the

@@ -34,6 +34,12 @@ def no_network(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _session_threads():
+    # module-scoped fixtures (pretraining) run before function-scoped ones: set it here too
+    torch.set_num_threads(int(os.environ.get("BENCH_TEST_THREADS", "2")))
+
+
 @pytest.fixture(autouse=True)
 def _threads():
     # 2 by default (the CI machine); BENCH_TEST_THREADS=1 when several test runs share the cores

@@ -33,7 +33,7 @@ def _with_hp(monkeypatch, name, **hp):
 
 @pytest.mark.parametrize("name", L2UL)
 def test_misclassify_ends_at_zero_or_records_cap(name, setup):
-    model, forget, _, ctx = _call(name, setup, seed=1)
+    model, forget, _, ctx, _ = _call(name, setup, seed=1)
     acc = accuracy(model, forget)
     assert acc == 0.0 or ctx.cap_hit
     assert ctx.steps > 0 and ctx.extra["epochs"] >= 1
@@ -71,7 +71,7 @@ def test_relabel_predicts_every_instance_as_its_new_label(name, setup, monkeypat
     extra = {"epochs": 20} if name == "finetune" else {}
     _with_hp(monkeypatch, name, objective="relabel", **extra)
     seed = 2
-    model, forget, _, ctx = _call(name, setup, seed=seed)
+    model, forget, _, ctx, _ = _call(name, setup, seed=seed)
     y = forget.targets
     y_star = other_labels(y, 4, torch.Generator().manual_seed(seed))  # the method's first draw
     assert (y_star != y).all()
@@ -113,7 +113,7 @@ def test_importance_penalty_holds_unimportant_weights(setup, monkeypatch):
     dist = {}
     for lam in (0.0, 100.0):  # lr 0.01 * lam 100 = 1: SGD stays stable on the quadratic
         _with_hp(monkeypatch, "adv_mas", lam=lam, max_epochs=5)
-        model, _, _, ctx = _call("adv_mas", setup, seed=0)
+        model, _, _, ctx, _ = _call("adv_mas", setup, seed=0)
         assert ctx.steps > 0
         dist[lam] = _weighted_distance(model, model0, omega_hat)
     assert dist[100.0] < 0.5 * dist[0.0], dist
@@ -123,7 +123,7 @@ def test_adv_checks_after_every_step(setup, monkeypatch):
     # one epoch = ceil(k * n_adv / adv_batch) steps; with adv_batch 16 that is 4 steps per
     # epoch, and the run may stop in the middle of one
     _with_hp(monkeypatch, "adv_only", adv_batch=16)
-    model, forget, _, ctx = _call("adv_only", setup, seed=0)
+    model, forget, _, ctx, _ = _call("adv_only", setup, seed=0)
     assert not ctx.cap_hit and accuracy(model, forget) == 0.0
     assert (ctx.extra["epochs"] - 1) * 4 < ctx.steps <= ctx.extra["epochs"] * 4
 
@@ -189,7 +189,7 @@ def test_freeze_bn_keeps_running_statistics(freeze, setup, monkeypatch):
     _with_hp(monkeypatch, "neggrad", freeze_bn=freeze)
     model0 = setup[4]
     before = {k: v.clone() for k, v in model0.state_dict().items() if "running" in k}
-    model, forget, _, ctx = _call("neggrad", setup, seed=1)
+    model, forget, _, ctx, _ = _call("neggrad", setup, seed=1)
     after = {k: v for k, v in model.state_dict().items() if "running" in k}
     same = all(torch.equal(before[k], after[k]) for k in before)
     assert same == freeze

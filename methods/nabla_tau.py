@@ -1,0 +1,183 @@
+"""∇τ (Nabla-tau): adaptive gradient ascent on D_f towards the validation loss level, with
+gradient descent on D_r (Trippa et al., arXiv 2403.14339)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from bench.data import View
+from bench.errors import BenchError
+from bench.method import register_method
+
+BN_MODES = ("eval", "train")
+
+
+@dataclass(frozen=True)
+class NablaTauHP:
+    """Paper / official-notebook defaults for images (spec section 3.2): AdamW lr 1e-3 with
+    PyTorch's default weight decay 0.01 and betas, LR decayed linearly by the factor 1.0 -> 0.1
+    over the forget-epochs (stepped once per forget-epoch), batch 256 for D_f, D_r and D_v.
+
+    * ``alpha0 < 0`` (default) = the paper's rule alpha0 = ``alpha_per_split`` * split with
+      ``alpha_per_split`` = 5/3 and split = |D_f| / (|D_f| + |D_r|); ``alpha0 >= 0`` fixes it
+      (``alpha0 = 0`` with twice the forget-epochs is the notebooks' fine-tuning baseline).
+    * ``forget_epochs = 0`` (default) = the rule int(R / (2 F) * ``compute_epochs``) with R, F
+      the numbers of D_r and D_f batches and ``compute_epochs`` = 6; ``> 0`` fixes it.
+    * ``val_every`` = 5: L_v is recomputed (eval mode) at forget-epochs 0, 5, 10, ...
+    * ``bn_mode``: ``eval`` (main CIFAR notebooks: BatchNorm statistics frozen, dropout off
+      during the updates) or ``train`` (the split/alpha sweep notebook).
+    * ``augment``: none, as in the notebooks (every unlearning loader is un-augmented).
+    """
+
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    lr_end_factor: float = 0.1
+    batch_size: int = 256
+    alpha0: float = -1.0
+    alpha_per_split: float = 5 / 3
+    forget_epochs: int = 0
+    compute_epochs: float = 6.0
+    val_every: int = 5
+    bn_mode: str = "eval"
+    augment: str = "none"
+
+
+def forget_epoch_count(n_retain_batches: int, n_forget_batches: int, compute: float = 6.0) -> int:
+    """The notebooks' rule int(R / (2 F) * 6): about 3 passes over D_r in total (each forget
+    batch is paired with one retain batch). At least 1 (project guard for R << F)."""
+    return max(1, int(n_retain_batches / (2 * n_forget_batches) * compute))
+
+
+def alpha_schedule(alpha0: float, epochs: int) -> list[float]:
+    """alpha used in forget-epoch e = 0..epochs-1: alpha0 decreased by alpha0/epochs after each
+    epoch (so it would reach 0 right after the last one)."""
+    return [alpha0 * (1 - e / epochs) for e in range(epochs)]
+
+
+def lr_factors(end_factor: float, epochs: int) -> list[float]:
+    """LinearLR(start_factor=1, end_factor, total_iters=epochs), stepped once per epoch."""
+    return [1.0 + (end_factor - 1.0) * e / epochs for e in range(epochs)]
+
+
+def nabla_tau_loss(
+    forget_losses: torch.Tensor, retain_losses: torch.Tensor, val_loss: float, alpha: float
+) -> torch.Tensor:
+    """L = alpha * ReLU(L_v - L_f)^2 + (1 - alpha) * L_r with L_f, L_r the batch means of the
+    per-sample losses and L_v a constant: the forget term pushes L_f up (gradient ascent of
+    size proportional to the gap) and switches off once L_f >= L_v."""
+    gap = F.relu(val_loss - forget_losses.mean())
+    return alpha * gap**2 + (1 - alpha) * retain_losses.mean()
+
+
+@torch.no_grad()
+def mean_loss(model: nn.Module, view: View, batch_size: int) -> float:
+    """Mean per-sample cross-entropy over a view, in eval mode (mode restored)."""
+    was = model.training
+    model.eval()
+    total, n = None, 0
+    for x, y in view.loader(batch_size):
+        s = F.cross_entropy(model(x), y, reduction="sum")
+        total = s if total is None else total + s
+        n += y.numel()
+    model.train(was)
+    return float(total) / n
+
+
+def _retain_stream(view: View, hp: NablaTauHP, ctx) -> Iterator:
+    loader = view.loader(hp.batch_size, shuffle=True, generator=ctx.generator, augment=hp.augment)
+    return iter(loader)
+
+
+@register_method(
+    "nabla_tau",
+    hparams=NablaTauHP,
+    needs=("forget", "retain", "val"),
+    citation="Trippa, Campagnano, Bucarelli, Tolomei, Silvestri: Nabla-tau: Gradient-based and "
+    "Task-Agnostic machine Unlearning, arXiv 2403.14339 (2024)",
+    reference="https://github.com/dnl-trpp/Nabla-Tau",
+    weak_unlearning=True,
+    quick_hp={"batch_size": 32},
+)
+def nabla_tau(model, data, hp: NablaTauHP, ctx):
+    """∇τ: for ``forget_epochs`` passes over D_f (shuffled, batch 256), pair each forget batch
+    with the next batch of a shuffled D_r iterator and take one AdamW step on
+
+        L = alpha * ReLU(L_v - L_f)^2 + (1 - alpha) * L_r
+
+    (L_f, L_r: mean per-sample CE on the batches; L_v: mean per-sample CE on the validation set
+    D_v, a constant recomputed in eval mode every ``val_every`` forget-epochs). The memory term
+    is adaptive gradient ascent on D_f that stops once the forget loss reaches the unseen-data
+    level ("weak unlearning": D_f should look like unseen data to a membership attack, not be
+    misclassified). alpha0 = 5/3 * split, decreased linearly by alpha0/forget_epochs after every
+    forget-epoch; the LR decays linearly 1.0 -> 0.1 likewise. The D_r iterator is restarted at
+    forget-epochs 0, k, 2k, ... with k = floor(R/F) (R, F = numbers of D_r/D_f batches).
+    Default forget_epochs = int(R/(2F) * 6). The model is in eval mode during the updates
+    (BatchNorm statistics frozen) unless ``bn_mode='train'``. Data: D_f, D_r, D_v. Reference:
+    github.com/dnl-trpp/Nabla-Tau (``Unlearning_main_Cifar10.ipynb``, ``unlearning``).
+
+    Deviations: split = |D_f| / (|D_f| + |D_r|) as the method sees them (the notebooks' SPLIT
+    constant; equal for single requests); D_v is the run's validation split (held out of train
+    by ``DataSpec.val_fraction``; the notebooks use half of the test set); the D_r iterator is
+    restarted early if it runs out (only possible when R < F, where the notebooks would crash)
+    and the epoch rule is at least 1; alpha and the LR factor use the closed forms
+    alpha0 * (1 - e/E) and 1 - 0.9 e/E (the notebooks subtract/multiply recursively: equal up
+    to rounding); the notebooks' per-epoch MIA/accuracy traces are not computed. Reports
+    ``alpha0``, ``split``, ``forget_epochs``, ``val_loss_start``, ``val_loss_end``,
+    ``forget_loss_start`` and ``forget_loss_end`` (eval-mode means)."""
+    if hp.bn_mode not in BN_MODES:
+        raise BenchError(f"nabla_tau: bn_mode must be one of {BN_MODES}, got {hp.bn_mode!r}")
+    if hp.val_every < 1:
+        raise BenchError(f"nabla_tau: val_every must be >= 1, got {hp.val_every}")
+    n_f, n_r = len(data.forget), len(data.retain)
+    f_batches = -(-n_f // hp.batch_size)
+    r_batches = -(-n_r // hp.batch_size)
+    split = n_f / (n_f + n_r)
+    alpha0 = hp.alpha0 if hp.alpha0 >= 0 else hp.alpha_per_split * split
+    epochs = hp.forget_epochs or forget_epoch_count(r_batches, f_batches, hp.compute_epochs)
+    restart_every = max(1, r_batches // f_batches)
+    ctx.report("alpha0", alpha0)
+    ctx.report("split", split)
+    ctx.report("forget_epochs", epochs)
+    ctx.report("forget_loss_start", mean_loss(model, data.forget, hp.batch_size))
+
+    opt = torch.optim.AdamW(model.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
+    alphas, factors = alpha_schedule(alpha0, epochs), lr_factors(hp.lr_end_factor, epochs)
+    retain = _retain_stream(data.retain, hp, ctx)
+    val_loss = 0.0
+    for e in range(epochs):
+        if e % hp.val_every == 0:
+            val_loss = mean_loss(model, data.val, hp.batch_size)
+            if e == 0:
+                ctx.report("val_loss_start", val_loss)
+        if e % restart_every == 0 and e > 0:
+            retain = _retain_stream(data.retain, hp, ctx)
+        for g in opt.param_groups:
+            g["lr"] = hp.lr * factors[e]
+        model.train(hp.bn_mode == "train")
+        for xf, yf in data.forget.loader(
+            hp.batch_size, shuffle=True, generator=ctx.generator, augment=hp.augment
+        ):
+            batch = next(retain, None)
+            if batch is None:  # only when R < F (project guard)
+                retain = _retain_stream(data.retain, hp, ctx)
+                batch = next(retain)
+            xr, yr = batch
+            loss = nabla_tau_loss(
+                F.cross_entropy(model(xf), yf, reduction="none"),
+                F.cross_entropy(model(xr), yr, reduction="none"),
+                val_loss,
+                alphas[e],
+            )
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            ctx.step()
+    ctx.report("val_loss_end", mean_loss(model, data.val, hp.batch_size))
+    ctx.report("forget_loss_end", mean_loss(model, data.forget, hp.batch_size))
+    model.eval()
+    return model
