@@ -87,7 +87,9 @@ def summary_table(metrics: pd.DataFrame) -> pd.DataFrame:
     wide = st.pivot_table(
         index=keys, columns="column", values=["mean", "std", "n"], aggfunc="first", dropna=False
     )
-    return wide
+    # dropna=False keeps all-NaN columns, but also makes up index combinations no run has
+    # (a method skipped for a forget kind): drop those rows
+    return wide[wide["mean"].notna().any(axis=1)]
 
 
 def format_mean_std(wide: pd.DataFrame, digits: int = 1) -> pd.DataFrame:

@@ -71,3 +71,16 @@ def test_rte_is_retrain_time_over_method_time():
     assert r.loc["retrain-0", "rte"] == pytest.approx(1.0)
     assert pd.isna(r.loc["orphan-5", "rte"])
     assert r.loc["neggrad-0", "peak_memory_mb"] == 100.0
+
+
+def test_summary_skips_method_forget_pairs_that_did_not_run():
+    from reports.aggregate import format_mean_std, summary_table
+
+    m = _metrics()
+    extra = pd.DataFrame(_rows("mnemonic", 0, 0.0, 99.0, 95.0, 0.2, 1.0)).assign(forget="class=0")
+    table = format_mean_std(summary_table(pd.concat([m, extra], ignore_index=True)))
+    index = set(
+        table.index.get_level_values("method") + "/" + table.index.get_level_values("forget")
+    )
+    assert "mnemonic/class=0" in index and "mnemonic/k=8" not in index
+    assert "retrain/class=0" not in index
