@@ -67,6 +67,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="print the plan, run nothing")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--no-summary", action="store_true", help="do not print the summary table")
+    p.add_argument(
+        "--no-report",
+        action="store_true",
+        help="do not build the report (tables, figures, index.html) in OUT/report",
+    )
     p.add_argument("-v", "--verbose", action="store_true")
     return p
 
@@ -273,7 +278,26 @@ def _run(args: argparse.Namespace) -> int:
     )
     if not args.no_summary:
         _print_summary(out, list(results))
+    if not args.no_report:
+        _build_report(out)
     return 0
+
+
+def _build_report(out: Path) -> None:
+    """``python -m reports.build OUT`` after a suite; a failing report never fails the runs."""
+    try:
+        from reports.build import build
+
+        paths = build(out)
+        index = [p for p in paths if Path(p).name == "index.html"]
+        if index:
+            print(f"report: {index[0]}")
+    except Exception as exc:  # noqa: BLE001 - the records are safe; say so and go on
+        print(
+            f"warning: the report could not be built ({type(exc).__name__}: {exc}); "
+            f"records are in {out}/records, retry with python -m reports.build {out}",
+            file=sys.stderr,
+        )
 
 
 def _print_summary(out: Path, run_ids: list[str]) -> None:

@@ -91,6 +91,11 @@ def test_small_run_then_rerun_runs_nothing_new(tmp_path):
     assert "neggrad" in first.stdout and "±" in first.stdout  # the summary table
     files = sorted((out / "records").glob("*.jsonl"))
     assert len(files) == 2
+    # the report is built after the runs (reports.build)
+    assert "report: " in first.stdout
+    html = (out / "report" / "index.html").read_text()
+    assert "neggrad" in html and "data:image/png;base64," in html
+    assert (out / "report" / "l2ul.tex").exists() and (out / "report" / "l2ul.csv").exists()
     second = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert second.returncode == 0 and "new 0, skipped 2" in second.stderr
 

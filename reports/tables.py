@@ -1,0 +1,512 @@
+"""Paper-style tables from run records: pure pandas builders, then plain-text renderers.
+
+Builders (``l2ul_table``, ``continual_table``, ``mnemonic_table``, ``nablatau_table``,
+``leaderboard``) take the tidy ``metrics`` frame of ``reports.aggregate.load`` and return wide
+frames of numbers, one row per table row: a column ``X`` holds the mean over seeds, ``X_std``
+its standard deviation and ``n`` the number of runs. Renderers (``to_markdown``, ``to_latex``,
+``to_csv``) turn any such frame into text and never compute anything but rounding and the best
+value of a column. ``write_tables`` writes every table that has data, plus ``runs.md`` listing
+every run that did not finish. Markdown and LaTeX are written here (no tabulate / jinja2).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from pathlib import Path
+
+import pandas as pd
+
+from reports.aggregate import AVG_GAP_TERMS, avg_gap
+
+#: suffix of the standard-deviation column that belongs to a mean column
+STD = "_std"
+#: columns that identify rows (rendered left-aligned as text; dropped when constant)
+ID_COLS = ["suite", "dataset", "arch", "forget", "k", "frac", "forget_class", "request", "method"]
+#: decimals per column (default 1: accuracies in %)
+DIGITS = {"steps": 0, "seconds": 2, "MIA_L": 2, "MIA_E": 2, "Avg. Gap": 2}
+#: the Mnemonic-code paper's published numbers (tidy: one row per table, dataset, method,
+#: class, t_mix and metric)
+PUBLISHED_MNEMONIC = Path(__file__).with_name("published") / "mnemonic.csv"
+
+_ACC = {
+    ("after", "forget", "accuracy"): "D_f acc",
+    ("after", "retain", "accuracy"): "D_r acc",
+    ("after", "test", "accuracy"): "test acc",
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# builders (numbers only)
+
+
+def _final(metrics: pd.DataFrame) -> pd.DataFrame:
+    """Rows of each run's last request (the state after all unlearning)."""
+    last = metrics.groupby("run_id")["request"].transform("max")
+    return metrics[metrics["request"] == last]
+
+
+def _order(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """Sort rows by keys, with the ``retrain`` reference last within its group."""
+    if df.empty:
+        return df.reset_index(drop=True)
+    df = df.assign(_ref=(df["method"] == "retrain") if "method" in df else False)
+    sort = [k for k in keys if k != "method"] + ["_ref"] + (["method"] if "method" in keys else [])
+    return df.sort_values(sort, kind="stable").drop(columns="_ref").reset_index(drop=True)
+
+
+def _per_run_to_stats(per_run: pd.DataFrame, keys: list[str], cols: list[str]) -> pd.DataFrame:
+    """One row per ``keys``: mean, std (``_std``) over runs for each of ``cols``, and ``n``."""
+    g = per_run.groupby(keys, dropna=False, sort=False)
+    mean, std = g[cols].mean(), g[cols].std()
+    out = mean.copy()
+    for c in cols:
+        out[c + STD] = std[c]
+    out = out[[x for c in cols for x in (c, c + STD)]]
+    out["n"] = g["run_id"].nunique()
+    return _order(out.reset_index(), keys)
+
+
+def _pick(metrics: pd.DataFrame, wanted: dict[tuple[str, str, str], str]) -> pd.DataFrame:
+    """Per run (and request), one column per wanted (stage, split, metric)."""
+    sel = [
+        (a, b, c) in wanted
+        for a, b, c in zip(metrics["stage"], metrics["split"], metrics["metric"])
+    ]
+    m = metrics[sel]
+    m = m.assign(column=[wanted[(a, b, c)] for a, b, c in zip(m["stage"], m["split"], m["metric"])])
+    idx = [
+        c for c in ["run_id", "dataset", "arch", "method", "seed", "forget", "request"] if c in m
+    ]
+    wide = m.pivot_table(index=idx, columns="column", values="value", aggfunc="first")
+    return wide.reindex(columns=[c for c in wanted.values() if c in wide.columns]).reset_index()
+
+
+def _forget_kind(metrics: pd.DataFrame, prefix: str) -> pd.DataFrame:
+    if metrics.empty or "forget" not in metrics:
+        return metrics.iloc[0:0]
+    return metrics[metrics["forget"].astype(str).str.startswith(prefix)]
+
+
+def _scenario(metrics: pd.DataFrame, scenario: str) -> pd.DataFrame:
+    if "scenario" not in metrics:
+        return metrics if scenario == "single" else metrics.iloc[0:0]
+    return metrics[metrics["scenario"].fillna("single") == scenario]
+
+
+def l2ul_table(metrics: pd.DataFrame) -> pd.DataFrame:
+    """L2UL's table: per (dataset, arch, k, method) of single-request instance-wise runs, the
+    D_f / D_r / test accuracy after unlearning and the steps taken (mean, std over seeds, n)."""
+    m = _final(_scenario(_forget_kind(metrics, "k="), "single"))
+    if m.empty:
+        return pd.DataFrame()
+    per_run = _pick(m, {**_ACC, ("unlearn", "-", "steps"): "steps"})
+    per_run["k"] = per_run["forget"].str.slice(2).astype(int)
+    cols = [c for c in ["D_f acc", "D_r acc", "test acc", "steps"] if c in per_run]
+    return _per_run_to_stats(per_run, ["dataset", "arch", "k", "method"], cols)
+
+
+def continual_table(metrics: pd.DataFrame) -> pd.DataFrame:
+    """Continual unlearning: per (dataset, arch, forget, method, request) the accuracy on
+    everything forgotten so far (``D_f acc``), on the current request alone (``request acc``,
+    when recorded), on D_r and on test, mean and std over seeds."""
+    m = _scenario(metrics, "continual") if not metrics.empty else metrics
+    if m.empty:
+        return pd.DataFrame()
+    wanted = {**_ACC, ("after", "forget_request", "accuracy"): "request acc"}
+    per_run = _pick(m, wanted)
+    cols = [c for c in ["D_f acc", "request acc", "D_r acc", "test acc"] if c in per_run]
+    keys = ["dataset", "arch", "forget", "method", "request"]
+    out = _per_run_to_stats(per_run, keys, cols)
+    return out
+
+
+def load_published(path: Path | str = PUBLISHED_MNEMONIC) -> pd.DataFrame:
+    """The published numbers as a tidy frame (see ``reports/published/mnemonic.csv``)."""
+    return pd.read_csv(path, dtype={"table": str})
+
+
+def mnemonic_per_run(metrics: pd.DataFrame) -> pd.DataFrame:
+    """A_R and E_F of every class-forgetting run (final request): A_R = mean over the remaining
+    classes c of ``class_<c>_accuracy`` on test, E_F = 100 - the forgotten class's test
+    accuracy (Yamashita et al. 2024)."""
+    m = _final(_forget_kind(metrics, "class="))
+    m = m[(m["stage"] == "after") & (m["split"] == "test")]
+    m = m[m["metric"].astype(str).str.fullmatch(r"class_\d+_accuracy")]
+    if m.empty:
+        return pd.DataFrame()
+    m = m.assign(
+        cls=m["metric"].str.extract(r"class_(\d+)_accuracy", expand=False).astype(int),
+        forget_class=m["forget"].str.slice(6).str.split(",").str[0].astype(int),
+    )
+    keys = ["run_id", "dataset", "arch", "method", "seed", "forget_class"]
+    forgotten = m["cls"] == m["forget_class"]
+    a_r = m[~forgotten].groupby(keys)["value"].mean().rename("A_R")
+    e_f = (100.0 - m[forgotten].groupby(keys)["value"].mean()).rename("E_F")
+    return pd.concat([a_r, e_f], axis=1).reset_index()
+
+
+def mnemonic_table(
+    metrics: pd.DataFrame,
+    published: pd.DataFrame | None = None,
+    tables: Iterable[str] = ("2", "3", "7"),
+) -> pd.DataFrame:
+    """Per (dataset, arch, method, forget class): A_R and E_F (mean, std, n) beside the
+    published value of the same dataset, method and class (``A_R paper``, ``E_F paper``) and
+    the difference ours - paper (``ΔA_R``, ``ΔE_F``); NaN where the paper has no number.
+    ``tables`` picks the paper tables to compare with (Table 5 is the t_mix sweep)."""
+    per_run = mnemonic_per_run(metrics)
+    if per_run.empty:
+        return pd.DataFrame()
+    keys = ["dataset", "arch", "method", "forget_class"]
+    out = _per_run_to_stats(per_run, keys, ["A_R", "E_F"])
+    if published is None:
+        published = load_published()
+    pub = published[published["table"].astype(str).isin(set(tables))]
+    pub = pub.pivot_table(
+        index=["dataset", "method", "forget_class"], columns="metric", values="value"
+    )
+    pub = pub.reindex(columns=["A_R", "E_F"]).add_suffix(" paper").reset_index()
+    out = out.merge(pub, on=["dataset", "method", "forget_class"], how="left")
+    for c in ["A_R", "E_F"]:
+        out[f"Δ{c}"] = out[c] - out[f"{c} paper"]
+    return out
+
+
+def nablatau_table(metrics: pd.DataFrame) -> pd.DataFrame:
+    """∇τ's table: per (dataset, arch, forget fraction, method) D_f / D_r / test accuracy and
+    the loss and entropy U-MIA on D_f vs test (MIA_L, MIA_E; 0.5 = indistinguishable)."""
+    m = _final(_scenario(_forget_kind(metrics, "frac="), "single"))
+    if m.empty:
+        return pd.DataFrame()
+    wanted = {
+        **_ACC,
+        ("after", "forget", "mia_loss"): "MIA_L",
+        ("after", "forget", "mia_entropy"): "MIA_E",
+    }
+    per_run = _pick(m, wanted)
+    per_run["frac"] = per_run["forget"].str.slice(5).astype(float)
+    cols = [c for c in wanted.values() if c in per_run]
+    return _per_run_to_stats(per_run, ["dataset", "arch", "frac", "method"], cols)
+
+
+def leaderboard(metrics: pd.DataFrame, reference: str = "retrain") -> pd.DataFrame:
+    """Methods x metrics per (dataset, arch, forget): UA, RA, TA and MIA-Efficacy (in %, mean
+    over seeds), the gap of each to the paired ``reference`` run (``<term> gap``) and the
+    Avg. Gap (mean, std, n). Empty without reference runs."""
+    if metrics.empty:
+        return pd.DataFrame()
+    gaps = avg_gap(metrics, reference)
+    if not gaps.empty:
+        gaps = gaps[gaps["terms"] > 0]  # runs that recorded none of the four terms
+    if gaps.empty:
+        return pd.DataFrame()
+    final = _final(metrics)
+    final = final[final["stage"] == "after"]
+    values = {}
+    for term, (split, metric, scale) in AVG_GAP_TERMS.items():
+        sel = final[(final["split"] == split) & (final["metric"] == metric)]
+        v = sel.drop_duplicates("run_id").set_index("run_id")["value"] * scale
+        values[term] = 100.0 - v if term == "UA" else v
+    per_run = gaps.rename(columns={t: f"{t} gap" for t in AVG_GAP_TERMS})
+    per_run = per_run.rename(columns={"avg_gap": "Avg. Gap"})
+    per_run = per_run.join(pd.DataFrame(values), on="run_id")
+    terms = [t for t in AVG_GAP_TERMS if per_run[t].notna().any()]
+    keys = ["dataset", "arch", "forget", "method"]
+    g = per_run.groupby(keys, sort=False)
+    out = g[terms + [f"{t} gap" for t in terms]].mean()
+    out["Avg. Gap"] = g["Avg. Gap"].mean()
+    out["Avg. Gap" + STD] = g["Avg. Gap"].std()
+    out["n"] = g["run_id"].nunique()
+    return _order(out.reset_index(), keys)
+
+
+#: which way is better, per column, for the tables ``write_tables`` renders
+DIRECTIONS = {
+    "l2ul": {"D_r acc": True, "test acc": True, "steps": False},
+    "continual": {"D_r acc": True, "test acc": True},
+    "mnemonic": {"A_R": True, "E_F": True},
+    "nablatau": {"D_r acc": True, "test acc": True},
+    "leaderboard": {
+        **{f"{t} gap": False for t in AVG_GAP_TERMS},
+        "Avg. Gap": False,
+    },
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# renderers (text only)
+
+
+def _digits(col: str, digits: dict[str, int] | None) -> int:
+    d = {**DIGITS, **(digits or {})}
+    if col in d:
+        return d[col]
+    base = col[: -len(" gap")] if col.endswith(" gap") else col
+    return d.get(base, 1)
+
+
+def _is_num(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _columns(df: pd.DataFrame) -> list[str]:
+    """Displayed columns: every column but the ``_std`` partners of a mean column."""
+    return [c for c in df.columns if not (c.endswith(STD) and c[: -len(STD)] in df.columns)]
+
+
+def _best(
+    df: pd.DataFrame,
+    higher_is_better: dict[str, bool] | None,
+    digits: dict[str, int] | None,
+    group_by: list[str] | None,
+    reference: str | None = None,
+) -> set[tuple[int, str]]:
+    """(row position, column) of the best value per column (per group), compared after
+    rounding to the displayed digits so that displayed ties are all marked. Rows of the
+    ``reference`` method (retraining) are not candidates."""
+    marks: set[tuple[int, str]] = set()
+    is_ref = (
+        (df["method"] == reference).reset_index(drop=True)
+        if reference is not None and "method" in df.columns
+        else pd.Series(False, index=range(len(df)))
+    )
+    groups = [c for c in (group_by or []) if c in df.columns]
+    for col, higher in (higher_is_better or {}).items():
+        if col not in df.columns:
+            continue
+        vals = pd.to_numeric(df[col], errors="coerce").round(_digits(col, digits))
+        vals = vals.reset_index(drop=True).mask(is_ref)
+        keys = list(zip(*(df[g] for g in groups))) if groups else [()] * len(df)
+        by_group: dict[tuple, list[int]] = {}
+        for i, key in enumerate(keys):
+            by_group.setdefault(key, []).append(i)
+        for idx in by_group.values():
+            sub = vals.loc[idx].dropna()
+            if sub.empty:
+                continue
+            best = sub.max() if higher else sub.min()
+            marks |= {(int(i), col) for i in sub.index[sub == best]}
+    return marks
+
+
+def _cell(df: pd.DataFrame, i: int, col: str, digits: dict[str, int] | None) -> tuple[str, str]:
+    """(mean, std) as text for numeric cells ('' std when there is none); (text, None-ish)."""
+    v = df[col].iloc[i]
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "–", ""
+    if not _is_num(v) and not hasattr(v, "dtype"):
+        return str(v), ""
+    if col in ID_COLS or col == "n":
+        fv = float(v)
+        return (str(int(fv)) if fv.is_integer() else f"{fv:g}"), ""
+    d = _digits(col, digits)
+    mean = f"{float(v):.{d}f}"
+    std = ""
+    if col + STD in df.columns:
+        s = df[col + STD].iloc[i]
+        if s is not None and not (isinstance(s, float) and math.isnan(s)):
+            std = f"{float(s):.{d}f}"
+    return mean, std
+
+
+def compact(df: pd.DataFrame, cols: Iterable[str] = ("suite", "dataset", "arch")) -> pd.DataFrame:
+    """Drop identifying columns that hold a single value (they belong in the caption)."""
+    drop = [c for c in cols if c in df.columns and df[c].nunique(dropna=False) <= 1]
+    return df.drop(columns=drop)
+
+
+def to_markdown(
+    df: pd.DataFrame,
+    digits: dict[str, int] | None = None,
+    higher_is_better: dict[str, bool] | None = None,
+    group_by: list[str] | None = None,
+    reference: str | None = None,
+) -> str:
+    """A GitHub Markdown table: ``mean ± std`` cells, numbers right-aligned, best per column
+    (where ``higher_is_better`` gives a direction; ``reference`` rows excluded) in bold."""
+    cols = _columns(df)
+    best = _best(df, higher_is_better, digits, group_by, reference)
+    numeric = [pd.api.types.is_numeric_dtype(df[c]) and c not in ID_COLS for c in cols]
+    lines = [
+        "| " + " | ".join(_md_escape(c) for c in cols) + " |",
+        "|" + "|".join("---:" if n else "---" for n in numeric) + "|",
+    ]
+    for i in range(len(df)):
+        cells = []
+        for c in cols:
+            m, s = _cell(df, i, c, digits)
+            text = f"{m} ± {s}" if s else m
+            cells.append(f"**{text}**" if (i, c) in best else _md_escape(text))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _md_escape(text: str) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+_TEX = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+    "±": r"$\pm$",
+    "Δ": r"$\Delta$",
+    "–": "--",
+}
+
+
+def tex_escape(text: str) -> str:
+    """Escape LaTeX's special characters in plain text."""
+    return "".join(_TEX.get(ch, ch) for ch in str(text))
+
+
+def to_latex(
+    df: pd.DataFrame,
+    caption: str,
+    label: str,
+    higher_is_better: dict[str, bool] | None = None,
+    digits: dict[str, int] | None = None,
+    group_by: list[str] | None = None,
+    reference: str | None = None,
+) -> str:
+    """A booktabs ``table`` (\\toprule / \\midrule / \\bottomrule): ``$m \\pm s$`` cells, text
+    columns left- and numbers right-aligned, the best value per column (per ``group_by`` group)
+    in ``\\textbf{}`` for the columns named in ``higher_is_better`` (``reference`` rows are
+    never marked)."""
+    cols = _columns(df)
+    best = _best(df, higher_is_better, digits, group_by, reference)
+    numeric = [pd.api.types.is_numeric_dtype(df[c]) and c not in ID_COLS for c in cols]
+    lines = [
+        r"\begin{table}[t]",
+        r"\centering",
+        rf"\caption{{{tex_escape(caption)}}}",
+        rf"\label{{{label}}}",
+        r"\begin{tabular}{" + "".join("r" if n else "l" for n in numeric) + "}",
+        r"\toprule",
+        " & ".join(tex_escape(c) for c in cols) + r" \\",
+        r"\midrule",
+    ]
+    for i in range(len(df)):
+        cells = []
+        for c, num in zip(cols, numeric):
+            m, s = _cell(df, i, c, digits)
+            if s:
+                text = f"${m} \\pm {s}$"
+            elif num and m != "–":
+                text = f"${m}$" if m.startswith("-") else m
+            else:
+                text = tex_escape(m)
+            if (i, c) in best:
+                text = (
+                    rf"\textbf{{\boldmath{text}}}"
+                    if text.startswith("$")
+                    else rf"\textbf{{{text}}}"
+                )
+            cells.append(text)
+        lines.append(" & ".join(cells) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+    return "\n".join(lines) + "\n"
+
+
+def to_csv(df: pd.DataFrame, path: Path | str) -> Path:
+    """The unformatted numbers (means and ``_std`` columns), 6 significant digits."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    df.to_csv(path, index=False, float_format="%.6g", lineterminator="\n")
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+# everything at once
+
+
+def runs_markdown(runs: pd.DataFrame) -> str:
+    """Counts per status and a table of every run that is not ``done`` (failed, missing) with
+    its error, so that no run is silently dropped from the tables."""
+    if runs is None or runs.empty:
+        return "# Runs\n\nNo run records.\n"
+    status = runs["status"].fillna("missing").astype(str)
+    counts = status.value_counts().sort_index()
+    lines = ["# Runs", "", f"{len(runs)} runs: " + ", ".join(f"{n} {s}" for s, n in counts.items())]
+    bad = runs[status != "done"].assign(status=status[status != "done"])
+    if bad.empty:
+        lines += ["", "Every run finished."]
+        return "\n".join(lines) + "\n"
+    bad = bad.sort_values(["status", "run_id"])
+    cols = [c for c in ["run_id", "method", "seed", "status", "error"] if c in bad]
+    table = bad[cols].astype(object).where(bad[cols].notna(), "")
+    if "seed" in table:
+        table["seed"] = [str(int(s)) if _is_num(s) else str(s) for s in table["seed"]]
+    lines += ["", "Runs not in the tables (status != done):", ""]
+    lines += ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    for row in table.itertuples(index=False):
+        lines.append("| " + " | ".join(_md_escape(str(v)) for v in row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+_CAPTIONS = {
+    "l2ul": "Instance-wise unlearning (L2UL protocol): accuracy (%) after unlearning and steps, "
+    "mean ± std over seeds.",
+    "continual": "Continual unlearning: accuracy (%) on everything forgotten so far, D_r and "
+    "test after each request, mean ± std over seeds.",
+    "mnemonic": "Class forgetting: A_R (mean test accuracy over the remaining classes, %) and "
+    "E_F (test error on the forgotten class, %), beside the published numbers.",
+    "nablatau": "Random-subset forgetting: accuracy (%) and loss / entropy U-MIA "
+    "(0.5 = indistinguishable from test data), mean ± std over seeds.",
+    "leaderboard": "UA, RA, TA, MIA-Efficacy (%) and their gap to retraining; Avg. Gap, "
+    "mean ± std over seeds.",
+}
+_GROUPS = {
+    "l2ul": ["k"],
+    "continual": ["forget", "request"],
+    "mnemonic": ["forget_class"],
+    "nablatau": ["frac"],
+    "leaderboard": ["forget"],
+}
+
+
+def build_all(metrics: pd.DataFrame, published: pd.DataFrame | None = None) -> dict:
+    """Every table builder's frame, by name (empty frames for absent data)."""
+    if metrics.empty:
+        return {name: pd.DataFrame() for name in _CAPTIONS}
+    return {
+        "l2ul": l2ul_table(metrics),
+        "continual": continual_table(metrics),
+        "mnemonic": mnemonic_table(metrics, published),
+        "nablatau": nablatau_table(metrics),
+        "leaderboard": leaderboard(metrics),
+    }
+
+
+def write_tables(
+    metrics: pd.DataFrame,
+    runs: pd.DataFrame,
+    out_dir: Path | str,
+    published: pd.DataFrame | None = None,
+) -> list[Path]:
+    """Write ``<table>.md``, ``.tex`` and ``.csv`` for every table with data, and ``runs.md``
+    (failed and missing runs with their errors). Returns the written paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    for name, df in build_all(metrics, published).items():
+        if df.empty:
+            continue
+        shown = compact(df)
+        opts = dict(higher_is_better=DIRECTIONS[name], group_by=_GROUPS[name], reference="retrain")
+        md, tex = out / f"{name}.md", out / f"{name}.tex"
+        md.write_text(to_markdown(shown, **opts))
+        tex.write_text(to_latex(shown, _CAPTIONS[name], f"tab:{name}", **opts))
+        written += [md, tex, to_csv(df, out / f"{name}.csv")]
+    path = out / "runs.md"
+    path.write_text(runs_markdown(runs))
+    written.append(path)
+    return written
