@@ -186,6 +186,7 @@ class Context:
     steps: int = 0
     cap_hit: bool = False
     extra: dict[str, float] = field(default_factory=dict)
+    traces: list[dict[str, Any]] = field(default_factory=list)
     #: what the method's special pretraining stored with the checkpoint (e.g. the mnemonic
     #: codes, ``bench.mnemonic``); empty for ordinary pretraining
     pretrain_artifacts: dict[str, Any] = field(default_factory=dict)
@@ -199,6 +200,13 @@ class Context:
         model, steps = self.trainer(view)
         self.step(steps)
         return model
+
+    def trace(self, metric: str, value: float, split: str = "forget") -> None:
+        """A point of a trace over unlearning progress (x = optimizer steps so far); the
+        protocol stores traces as ``stage: "trace"`` rows with a ``step`` field."""
+        self.traces.append(
+            {"step": self.steps, "split": split, "metric": metric, "value": float(value)}
+        )
 
     def step(self, n: int = 1) -> None:
         self.steps += n

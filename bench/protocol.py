@@ -201,7 +201,7 @@ def run(spec: RunSpec, env: Env) -> list[dict[str, Any]]:
     }
     rows: list[dict[str, Any]] = []
 
-    def emit(request: int, stage: str, split: str, metric: str, value: float) -> None:
+    def emit(request: int, stage: str, split: str, metric: str, value: float, **extra) -> None:
         rows.append(
             {
                 "type": "metric",
@@ -211,6 +211,7 @@ def run(spec: RunSpec, env: Env) -> list[dict[str, Any]]:
                 "split": split,
                 "metric": metric,
                 "value": float(value),
+                **extra,
             }
         )
 
@@ -295,6 +296,8 @@ def run(spec: RunSpec, env: Env) -> list[dict[str, Any]]:
         emit(r, "unlearn", "-", "peak_memory_mb", _peak_mb(dev))
         for name, value in sorted(ctx.extra.items()):
             emit(r, "unlearn", "-", name, value)
+        for point in thin_trace(ctx.traces, MAX_TRACE_POINTS):
+            emit(r, "trace", point["split"], point["metric"], point["value"], step=point["step"])
         _check_finite(model, spec.method)
         context = _eval_context(
             spec, env, carved, model0, forgotten, current, requests, r, make_replicas
@@ -321,6 +324,23 @@ def run(spec: RunSpec, env: Env) -> list[dict[str, Any]]:
         "special_pretraining": special_pretraining(spec),
     }
     return [meta, *rows, {"run_id": spec.run_id, "status": "done"}]
+
+
+#: trace points kept per (split, metric) and request (evenly spaced, the last one always kept)
+MAX_TRACE_POINTS = 200
+
+
+def thin_trace(points: list[dict[str, Any]], limit: int) -> list[dict[str, Any]]:
+    """At most ``limit`` points per (split, metric), evenly spaced over the trace, keeping its
+    first and last points, in their original order."""
+    out = []
+    for key in dict.fromkeys((p["split"], p["metric"]) for p in points):
+        series = [p for p in points if (p["split"], p["metric"]) == key]
+        if len(series) > limit:
+            idx = sorted({round(i * (len(series) - 1) / (limit - 1)) for i in range(limit)})
+            series = [series[i] for i in idx]
+        out.extend(series)
+    return out
 
 
 #: seed distance between an unlearned model and its replicas (unlearning and retraining seeds)

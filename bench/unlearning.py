@@ -66,19 +66,28 @@ def run_until_forgotten(
 ) -> None:
     """Repeat ``epoch(e)`` (a generator that yields after each optimizer step) until ``check``
     passes, checking after every step or after every epoch, at most ``max_epochs`` epochs.
-    Records steps, epochs used and whether the cap was hit in ``ctx``."""
+    Records steps, epochs used and whether the cap was hit in ``ctx``, and traces
+    ``objective_unmet`` at every check: the % of D_f not yet meeting the objective (for
+    ``misclassify``, the D_f accuracy) against optimizer steps."""
+    n = max(int(check.targets.numel()), 1)
+
+    def done() -> bool:
+        hits = int(check.hits(model))
+        ctx.trace("objective_unmet", 100.0 * hits / n)
+        return hits == 0
+
     epochs = 0
-    if check.done(model):
+    if done():
         ctx.report("epochs", 0)
         return
     for e in range(max_epochs):
         epochs = e + 1
         for _ in epoch(e):
             ctx.step()
-            if check_every_step and check.done(model):
+            if check_every_step and done():
                 ctx.report("epochs", epochs)
                 return
-        if not check_every_step and check.done(model):
+        if not check_every_step and done():
             ctx.report("epochs", epochs)
             return
     ctx.cap_hit = True

@@ -57,6 +57,7 @@ def seed_stats(metrics: pd.DataFrame, keys: list[str] | None = None) -> pd.DataF
     if metrics.empty:
         return pd.DataFrame()
     keys = [k for k in (keys or KEYS) if k in metrics.columns]
+    metrics = metrics[metrics["stage"] != "trace"]  # traces are per step, not per run
     last = metrics[metrics["request"] == metrics.groupby("run_id")["request"].transform("max")]
     last = pd.concat([last, metrics[metrics["stage"] == "before"]]).drop_duplicates()
     g = last.groupby(keys + ["stage", "split", "metric"], dropna=False)["value"]

@@ -394,10 +394,44 @@ def continual_figure(metrics: pd.DataFrame, out_dir: Path | str):
     return _save(fig, Path(out_dir), "continual")
 
 
+def trace_figure(metrics: pd.DataFrame, out_dir: Path | str):
+    """The share of D_f not yet forgotten (``objective_unmet``; for misclassification, the D_f
+    accuracy) against optimizer steps during unlearning, one thin line per run, coloured by
+    method, one panel per forget setting (first request). Steps on a log scale."""
+    if metrics.empty or "step" not in metrics:
+        return []
+    t = metrics[(metrics["stage"] == "trace") & (metrics["metric"] == "objective_unmet")]
+    t = t[t["request"] == 1]
+    if t.empty:
+        return []
+    plt = _plt()
+    forgets = list(dict.fromkeys(t["forget"]))
+    methods = list(dict.fromkeys(t["method"]))
+    cmap = plt.get_cmap("tab20" if len(methods) > 10 else "tab10")
+    fig, axes = plt.subplots(1, len(forgets), figsize=(4.2 * len(forgets) + 1.8, 3.8),
+                             squeeze=False)  # fmt: skip
+    for ax, fg in zip(axes[0], forgets):
+        for i, m in enumerate(methods):
+            runs = t[(t["forget"] == fg) & (t["method"] == m)]
+            for j, (_, r) in enumerate(runs.groupby("run_id")):
+                r = r.sort_values("step")
+                ax.plot(r["step"] + 1, r["value"], color=cmap(i % cmap.N), lw=1, alpha=0.8,
+                        label=m if j == 0 else None)  # fmt: skip
+        ax.set_xscale("log")
+        ax.set_title(str(fg), fontsize=10)
+        ax.set_xlabel("optimizer steps + 1")
+        ax.set_ylabel("D_f not yet forgotten (%)")
+        ax.grid(alpha=0.3)
+    axes[0][-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    fig.tight_layout()
+    return _save(fig, Path(out_dir), "traces")
+
+
 #: every figure, in report order: (title, function(metrics, results_dir, out_dir) -> paths)
 FIGURES: list[tuple[str, Callable[..., list[Path]]]] = [
     ("Forgetting vs utility", lambda m, r, o: tradeoff_figure(m, o)),
     ("Runtime and RTE", lambda m, r, o: runtime_figure(m, o)),
+    ("Forgetting over unlearning progress", lambda m, r, o: trace_figure(m, o)),
     ("Continual requests", lambda m, r, o: continual_figure(m, o)),
     ("Layer-wise CKA (L2UL Fig. 4)", lambda m, r, o: cka_figure(m, o)),
     ("Confusion on D_f before vs after (L2UL Fig. 2)", confusion_figures),

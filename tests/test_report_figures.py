@@ -209,3 +209,29 @@ def test_html_renders_in_headless_chromium(results, tmp_path):
     )  # fmt: skip
     assert shot.exists(), "chromium wrote no screenshot"
     _check_png(shot)
+
+
+def test_trace_figure_from_trace_rows(tmp_path):
+    import pandas as pd
+
+    rows = [
+        {
+            "run_id": f"{m}-{s}",
+            "method": m,
+            "seed": s,
+            "forget": "k=8",
+            "request": 1,
+            "stage": "trace",
+            "split": "forget",
+            "metric": "objective_unmet",
+            "value": max(0.0, 100.0 - rate * step),
+            "step": step,
+        }
+        for m, rate in (("neggrad", 20.0), ("adv_mas", 2.0))
+        for s in (0, 1)
+        for step in range(0, 60, 3)
+    ]
+    paths = figures.trace_figure(pd.DataFrame(rows), tmp_path)
+    assert {p.suffix for p in paths} == {".png", ".pdf"}
+    _check_png(next(p for p in paths if p.suffix == ".png"))
+    assert figures.trace_figure(pd.DataFrame(rows).assign(stage="after"), tmp_path) == []
