@@ -200,7 +200,11 @@ def _describe(reg, name: str) -> str:
     """``name  key=value ...  first docstring line`` for ``--list X -v``."""
     entry = reg.entry(name)
     meta = {k: v for k, v in entry.meta.items() if isinstance(v, (str, int, float)) and v != ""}
-    desc = meta.pop("description", "") or (getattr(entry.obj, "__doc__", "") or "").strip()
+    desc = (
+        meta.pop("description", "")
+        or meta.pop("summary", "")
+        or (getattr(entry.obj, "__doc__", "") or "").strip()
+    )
     first = desc.splitlines()[0] if desc else ""
     tags = "  ".join(f"{k}={v}" for k, v in meta.items())
     return f"{name:22s} {tags}  {first}".rstrip()

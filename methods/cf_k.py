@@ -89,9 +89,8 @@ def train_modules_on_retain(model: nn.Module, modules: list[nn.Module], data, hp
     model.eval()
 
 
-@register_method(
-    "cf_k",
-    hparams=CFkHP,
+#: registration shared by CF-k and EU-k (same paper, same reference code, same data needs)
+GOEL_2022 = dict(
     needs=("forget", "retain"),
     citation=(
         "Goel, Prabhu, Sanyal, Lim, Torr, Kumaraguru, 'Towards Adversarial Evaluation of "
@@ -101,6 +100,9 @@ def train_modules_on_retain(model: nn.Module, modules: list[nn.Module], data, hp
     quick_hp={"epochs": 2},
     retain_only=True,  # forgets only through training on D_r (like finetune)
 )
+
+
+@register_method("cf_k", hparams=CFkHP, **GOEL_2022)
 def cf_k(model, data, hp: CFkHP, ctx):
     """Freeze all but the last ``k`` layers (:func:`last_k_modules`) and fine-tune those on D_r
     with cross-entropy; D_f is never used for updates (forgetting is catastrophic forgetting

@@ -11,7 +11,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.conv import _ConvNd
 
 from bench.method import register_method
-from methods.cf_k import last_k_modules, train_modules_on_retain
+from methods.cf_k import GOEL_2022, last_k_modules, train_modules_on_retain
 
 
 @dataclass(frozen=True)
@@ -55,18 +55,7 @@ def reinit_module(m: nn.Module, generator: torch.Generator) -> None:
         raise TypeError(f"cannot re-initialise {type(m).__name__}")
 
 
-@register_method(
-    "eu_k",
-    hparams=EUkHP,
-    needs=("forget", "retain"),
-    citation=(
-        "Goel, Prabhu, Sanyal, Lim, Torr, Kumaraguru, 'Towards Adversarial Evaluation of "
-        "Machine Unlearning' (arXiv 2201.06640, 2022)"
-    ),
-    reference="https://github.com/meghdadk/SCRUB (CF-k/EU-k baselines, MIA_experiments.ipynb)",
-    quick_hp={"epochs": 2},
-    retain_only=True,  # forgets only through training on D_r (like finetune)
-)
+@register_method("eu_k", hparams=EUkHP, **GOEL_2022)
 def eu_k(model, data, hp: EUkHP, ctx):
     """Re-initialise the last ``k`` layers (:func:`methods.cf_k.last_k_modules`; default init,
     seeded from ``ctx.generator``) and train them from scratch on D_r with cross-entropy, all
