@@ -97,6 +97,8 @@ def build_oracle_pool(
     """The pool of ``size`` retrained models for ``spec``'s dataset, arch and recipe without the
     train positions ``forgotten``; each model is trained once and cached under
     ``cache/oracle/``."""
+    from bench.protocol import file_lock  # protocol imports this module lazily
+
     if size < 1:
         raise BenchError("the oracle pool needs pool_size >= 1 (set it in the suite)")
     if spec.recipe.epochs == 0:
@@ -114,8 +116,6 @@ def build_oracle_pool(
     for i in range(size):
         key = oracle_key(spec, n_train, forgotten, i)
         path = cache / "oracle" / f"oracle-{key}.pt"
-        from bench.protocol import file_lock
-
         with file_lock(path.with_suffix(".lock")):
             if not path.exists():
                 t0 = time.perf_counter()

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -109,3 +110,25 @@ def other_labels(y: torch.Tensor, num_classes: int, generator: torch.Generator) 
     """A label drawn uniformly from the classes other than ``y``, per element."""
     shift = torch.randint(1, num_classes, y.shape, generator=generator).to(y.device)
     return (y + shift) % num_classes
+
+
+@torch.no_grad()
+def seeded_reset(modules, generator: torch.Generator) -> None:
+    """Re-initialise ``modules`` in place with their own ``reset_parameters()`` (PyTorch's
+    default initialisation; BatchNorm also resets its running statistics), seeded from one
+    63-bit draw of ``generator``: the reset runs on CPU copies inside
+    ``torch.random.fork_rng(devices=[])`` with only the CPU default generator seeded, so the
+    result depends on the run's seed alone (same on CPU and CUDA) and the global RNG state is
+    restored afterwards. Modules without ``reset_parameters`` are left as they are."""
+    seed = int(torch.randint(0, 2**63 - 1, (1,), generator=generator))
+    with torch.random.fork_rng(devices=[]):
+        torch.default_generator.manual_seed(seed)
+        for module in modules:
+            reset = getattr(module, "reset_parameters", None)
+            if not callable(reset):
+                continue
+            state = module.state_dict()
+            fresh = copy.deepcopy(module).to("cpu")
+            fresh.reset_parameters()
+            for k, v in fresh.state_dict().items():
+                state[k].copy_(v)

@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from bench.method import register_method
+from bench.unlearning import seeded_reset
 
 
 @dataclass(frozen=True)
@@ -27,25 +28,14 @@ class BadTeacherHP:
 
 def incompetent_teacher(model: nn.Module, generator: torch.Generator) -> nn.Module:
     """A copy of ``model`` with every module's ``reset_parameters()`` called (its fresh
-    initialisation), in eval mode on the model's device.
-
-    Seeding scheme: one 63-bit seed is drawn from ``generator`` (the run's ``ctx.generator``);
-    the copy is moved to the CPU and re-initialised inside ``torch.random.fork_rng(devices=[])``
-    after seeding only the CPU default generator with that seed, so the result depends on the
-    run's seed alone (same on CPU and CUDA) and the global RNG state is restored afterwards.
+    initialisation), in eval mode on the model's device, seeded from ``generator`` alone
+    (:func:`bench.unlearning.seeded_reset`; the global RNG state is left as it was).
     Parameters of modules without ``reset_parameters`` keep the original values (none in the
     harness's architectures; BatchNorm's resets its affine parameters and running statistics).
     """
-    seed = int(torch.randint(0, 2**63 - 1, (1,), generator=generator))
-    device = next(model.parameters()).device
-    teacher = copy.deepcopy(model).to("cpu")
-    with torch.random.fork_rng(devices=[]):
-        torch.default_generator.manual_seed(seed)
-        for module in teacher.modules():
-            reset = getattr(module, "reset_parameters", None)
-            if callable(reset):
-                reset()
-    return teacher.to(device).eval()
+    teacher = copy.deepcopy(model)
+    seeded_reset(teacher.modules(), generator)
+    return teacher.eval()
 
 
 def unlearner_loss(

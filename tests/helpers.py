@@ -23,8 +23,8 @@ def fast_hp(method: str) -> dict:
     metadata (``@register_method(..., quick_hp={...})``), then this module's ``FAST_HP``."""
     from bench.method import METHODS
 
-    quick = METHODS.entry(method).meta.get("quick_hp") or {} if method in METHODS else {}
-    return {**quick, **FAST_HP.get(method, {})}
+    quick = METHODS.entry(method).meta.get("quick_hp") if method in METHODS else None
+    return {**(quick or {}), **FAST_HP.get(method, {})}
 
 
 def tiny_spec(method: str, k: int = 16, seed: int = 0, **kw) -> RunSpec:

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from bench.metrics import EvalInput, register_metric
+from bench.metrics.mia import entropy
 from bench.metrics.scores import (
     challenge_epsilons,
     challenge_forget_score,
@@ -100,13 +101,6 @@ def klom_metric(ev: EvalInput) -> Rows:
     return rows
 
 
-def entropy_at_temperature(logits: np.ndarray, temperature: float) -> np.ndarray:
-    """Softmax entropy (nats) of ``logits / temperature`` per row."""
-    z = torch.as_tensor(logits, dtype=torch.float64) / temperature
-    logp = torch.log_softmax(z, -1)
-    return (-(logp.exp() * logp).sum(-1)).numpy()
-
-
 def _accuracy(logits: torch.Tensor, y: np.ndarray) -> float:
     """Mean top-1 accuracy in % over the model axis of ``[M, n, C]`` logits."""
     return float((logits.argmax(-1) == torch.as_tensor(y)).double().mean() * 100)
@@ -157,8 +151,8 @@ def fqs_metric(ev: EvalInput) -> Rows:
     zu = ev.logits("forget").double().cpu().numpy()
     zr = ev.oracle_logits("forget")[0].double().numpy()
     score = muc_privacy_score(
-        entropy_at_temperature(zu, 2.0),
-        entropy_at_temperature(zr, 2.0),
+        entropy(zu / 2.0),  # temperature 2
+        entropy(zr / 2.0),
         logit_scaled_confidence(zu, zu.argmax(-1)),
         logit_scaled_confidence(zr, zr.argmax(-1)),
     )
