@@ -35,6 +35,7 @@ from bench.method import (
     method_special_pretraining,
 )
 from bench.metrics import evaluate
+from bench.progress import ProgressProbe
 from bench.records import atomic_torch_save, code_version, hardware, run_status, write_records
 from bench.spec import RunSpec, stable_hash
 from bench.train import TRAIN_CODE_VERSION, fresh_model, train
@@ -282,18 +283,23 @@ def run(spec: RunSpec, env: Env) -> list[dict[str, Any]]:
         torch.manual_seed(ctx.seed)
         _reset_peak(dev)
         _sync(dev)
+        probe = ProgressProbe(model, views, _tracer(ctx), seed=spec.unlearn_seed)
+        probe.probe(model, 0)
         t0 = time.perf_counter()
-        model = entry.obj(model, data, hp, ctx)
+        with probe:
+            model = entry.obj(model, data, hp, ctx)
         _sync(dev)
-        seconds = time.perf_counter() - t0
+        seconds = time.perf_counter() - t0 - probe.seconds
         total_seconds += seconds
         if not isinstance(model, nn.Module):
             raise TypeError(f"method {spec.method!r} returned {type(model).__name__}, not a model")
         model.eval()
+        probe.probe(model, max(probe.steps, ctx.steps))
         emit(r, "unlearn", "-", "wall_seconds", seconds)
         emit(r, "unlearn", "-", "steps", ctx.steps)
         emit(r, "unlearn", "-", "cap_hit", float(ctx.cap_hit))
         emit(r, "unlearn", "-", "peak_memory_mb", _peak_mb(dev))
+        emit(r, "unlearn", "-", "trace_seconds", probe.seconds)  # not in wall_seconds
         for name, value in sorted(ctx.extra.items()):
             emit(r, "unlearn", "-", name, value)
         for point in thin_trace(ctx.traces, MAX_TRACE_POINTS):
@@ -417,6 +423,13 @@ def _forget_positions(carved: Carved, spec: RunSpec, requests: int) -> list[torc
         )
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(spec.forget_seed))
     return [perm[i * k : (i + 1) * k].sort().values for i in range(requests)]
+
+
+def _tracer(ctx: Context):
+    def trace(step: int, split: str, metric: str, value: float) -> None:
+        ctx.traces.append({"step": step, "split": split, "metric": metric, "value": float(value)})
+
+    return trace
 
 
 def _scratch_trainer(spec: RunSpec, carved: Carved, seed: int):

@@ -394,13 +394,31 @@ def continual_figure(metrics: pd.DataFrame, out_dir: Path | str):
     return _save(fig, Path(out_dir), "continual")
 
 
-def trace_figure(metrics: pd.DataFrame, out_dir: Path | str):
-    """The share of D_f not yet forgotten (``objective_unmet``; for misclassification, the D_f
-    accuracy) against optimizer steps during unlearning, one thin line per run, coloured by
-    method, one panel per forget setting (first request). Steps on a log scale."""
+#: traced quantities drawn by :func:`trace_figure`: (metric, split) -> (y label, file stem)
+TRACES = {
+    ("objective_unmet", "forget"): ("D_f not yet forgotten (%)", "traces"),
+    ("accuracy", "forget"): ("D_f accuracy (%)", "traces_forget_accuracy"),
+    ("accuracy", "test"): ("test accuracy (%)", "traces_test_accuracy"),
+    ("mia_auc", "forget"): ("loss-MIA AUC, D_f vs test", "traces_mia"),
+}
+
+
+def trace_figure(
+    metrics: pd.DataFrame,
+    out_dir: Path | str,
+    metric: str = "objective_unmet",
+    split: str = "forget",
+):
+    """A traced quantity against optimizer steps during unlearning (``stage: "trace"`` rows,
+    see ``bench.progress``): one thin line per run, coloured by method, one panel per forget
+    setting (first request). Steps on a log scale. The default, ``objective_unmet``, is the
+    share of D_f not yet meeting the stop rule (for misclassification, the D_f accuracy)."""
     if metrics.empty or "step" not in metrics:
         return []
-    t = metrics[(metrics["stage"] == "trace") & (metrics["metric"] == "objective_unmet")]
+    ylabel, stem = TRACES.get((metric, split), (f"{metric} ({split})", f"traces_{metric}_{split}"))
+    t = metrics[
+        (metrics["stage"] == "trace") & (metrics["metric"] == metric) & (metrics["split"] == split)
+    ]
     t = t[t["request"] == 1]
     if t.empty:
         return []
@@ -416,22 +434,28 @@ def trace_figure(metrics: pd.DataFrame, out_dir: Path | str):
             for j, (_, r) in enumerate(runs.groupby("run_id")):
                 r = r.sort_values("step")
                 ax.plot(r["step"] + 1, r["value"], color=cmap(i % cmap.N), lw=1, alpha=0.8,
-                        label=m if j == 0 else None)  # fmt: skip
+                        marker=".", ms=3, label=m if j == 0 else None)  # fmt: skip
+        if metric == "mia_auc":
+            ax.axhline(0.5, color="grey", ls="--", lw=0.8)
         ax.set_xscale("log")
         ax.set_title(str(fg), fontsize=10)
         ax.set_xlabel("optimizer steps + 1")
-        ax.set_ylabel("D_f not yet forgotten (%)")
+        ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
     axes[0][-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
-    return _save(fig, Path(out_dir), "traces")
+    return _save(fig, Path(out_dir), stem)
+
+
+def _traces(metrics: pd.DataFrame, out_dir: Path) -> list[Path]:
+    return [p for metric, split in TRACES for p in trace_figure(metrics, out_dir, metric, split)]
 
 
 #: every figure, in report order: (title, function(metrics, results_dir, out_dir) -> paths)
 FIGURES: list[tuple[str, Callable[..., list[Path]]]] = [
     ("Forgetting vs utility", lambda m, r, o: tradeoff_figure(m, o)),
     ("Runtime and RTE", lambda m, r, o: runtime_figure(m, o)),
-    ("Forgetting over unlearning progress", lambda m, r, o: trace_figure(m, o)),
+    ("Forgetting, accuracy and MIA over unlearning progress", lambda m, r, o: _traces(m, o)),
     ("Continual requests", lambda m, r, o: continual_figure(m, o)),
     ("Layer-wise CKA (L2UL Fig. 4)", lambda m, r, o: cka_figure(m, o)),
     ("Confusion on D_f before vs after (L2UL Fig. 2)", confusion_figures),

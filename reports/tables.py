@@ -12,8 +12,10 @@ every run that did not finish. Markdown and LaTeX are written here (no tabulate 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -52,7 +54,23 @@ def _order(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
         return df.reset_index(drop=True)
     df = df.assign(_ref=(df["method"] == "retrain") if "method" in df else False)
     sort = [k for k in keys if k != "method"] + ["_ref"] + (["method"] if "method" in keys else [])
-    return df.sort_values(sort, kind="stable").drop(columns="_ref").reset_index(drop=True)
+    return (
+        df.sort_values(sort, kind="stable", key=_natural)
+        .drop(columns="_ref")
+        .reset_index(drop=True)
+    )
+
+
+def _natural_key(value: Any) -> tuple:
+    """'k=8' before 'k=32', 'class=2' before 'class=10': text split into words and numbers."""
+    parts = re.split(r"(\d+(?:\.\d+)?)", str(value))
+    return tuple((0, float(x), "") if i % 2 else (1, 0.0, x) for i, x in enumerate(parts))
+
+
+def _natural(col: pd.Series) -> pd.Series:
+    if pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col):
+        return col
+    return pd.Series(col.map(_natural_key).tolist(), index=col.index, dtype=object)
 
 
 def _per_run_to_stats(per_run: pd.DataFrame, keys: list[str], cols: list[str]) -> pd.DataFrame:

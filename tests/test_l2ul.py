@@ -200,14 +200,14 @@ def test_progress_trace_ends_at_the_final_forget_accuracy(env):
     spec = tiny_spec("neggrad", k=16, seed=1)
     assert execute(spec, env) == "done"
     rows = [json.loads(x) for x in record_path(env.out, spec.run_id).read_text().splitlines()]
-    trace = [r for r in rows if r.get("stage") == "trace"]
+    trace = [r for r in rows if r.get("stage") == "trace" and r["metric"] == "objective_unmet"]
     after = next(
         r["value"]
         for r in rows
         if r.get("stage") == "after" and r["split"] == "forget" and r["metric"] == "accuracy"
     )
     steps = next(r["value"] for r in rows if r.get("metric") == "steps")
-    assert trace and all(r["metric"] == "objective_unmet" for r in trace)
+    assert trace
     assert trace[0]["step"] == 0 and trace[0]["value"] == 100.0  # the pretrained model fits D_f
     assert trace[-1]["step"] == steps and trace[-1]["value"] == pytest.approx(after)
     assert [r["step"] for r in trace] == sorted(r["step"] for r in trace)

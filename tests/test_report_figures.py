@@ -234,4 +234,9 @@ def test_trace_figure_from_trace_rows(tmp_path):
     paths = figures.trace_figure(pd.DataFrame(rows), tmp_path)
     assert {p.suffix for p in paths} == {".png", ".pdf"}
     _check_png(next(p for p in paths if p.suffix == ".png"))
+    mia = pd.DataFrame(rows).assign(metric="mia_auc", value=lambda d: 0.5 + d["value"] / 200)
+    paths = figures.trace_figure(mia, tmp_path, "mia_auc", "forget")
+    assert [p.name for p in paths if p.suffix == ".png"] == ["traces_mia.png"]
+    _check_png(paths[0] if paths[0].suffix == ".png" else paths[1])
+    assert figures.trace_figure(mia, tmp_path) == []  # no objective_unmet rows
     assert figures.trace_figure(pd.DataFrame(rows).assign(stage="after"), tmp_path) == []

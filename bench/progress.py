@@ -1,0 +1,138 @@
+"""Traces over unlearning progress for every method, with no code in the methods.
+
+While a method unlearns, :class:`ProgressProbe` watches the optimizer steps taken on the model
+it was given (through PyTorch's global optimizer step post-hook,
+``torch.optim.optimizer.register_optimizer_step_post_hook``) and, at log-spaced step counts
+(about two probes per doubling: 1, 2, 3, 4, 6, 8, 11, 16, 23, 32, ...), evaluates the model on
+small fixed subsets of D_f, D_r and D_test:
+
+* ``accuracy`` on ``forget``, ``retain`` and ``test`` (%), and
+* ``mia_auc`` on ``forget``: the ROC AUC of a loss-threshold membership attack, D_f (members)
+  against D_test (non-members); 0.5 means D_f's losses look like unseen data.
+
+The probe is cheap (a few hundred forward passes per probe, O(log steps) probes) and its time is
+measured and subtracted from the method's recorded wall time, so RTE stays fair. It touches no
+random state and restores every module's train/eval flag, so a traced run gives the same model
+as an untraced one. Optimizers over other models (retraining from scratch, a teacher) are not
+watched; the trace then has its two end points only (before, after).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.metrics import roc_auc_score
+from torch import nn
+from torch.optim.optimizer import register_optimizer_step_post_hook
+
+from bench.data.splits import View
+
+#: examples per split used by a probe (a seeded subset when a split is larger)
+PROBE_SIZE = 256
+
+
+def probe_steps(limit: int = 10**9) -> set[int]:
+    """Step counts at which to probe: round(2^(i/2)) for i = 0, 1, 2, ... (deduplicated)."""
+    out, i = set(), 0
+    while (s := round(2 ** (i / 2))) <= limit:
+        out.add(s)
+        i += 1
+    return out
+
+
+_SCHEDULE = probe_steps()
+
+
+def _sample(view: View, size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+    if len(view) == 0:
+        return None
+    if len(view) > size:
+        g = torch.Generator().manual_seed(seed)
+        view = view.subset(torch.randperm(len(view), generator=g)[:size].sort().values)
+    return view.tensors()
+
+
+class ProgressProbe:
+    """Context manager: traces ``model``'s progress into ``trace(step, split, metric, value)``
+    while active. Call :meth:`probe` yourself for the end points."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        views: dict[str, View],
+        trace,
+        seed: int = 0,
+        size: int = PROBE_SIZE,
+        batch_size: int = 512,
+    ) -> None:
+        self.model = model
+        self.trace = trace
+        self.batch_size = batch_size
+        self.data = {
+            split: s
+            for i, split in enumerate(("forget", "retain", "test"))
+            if split in views and (s := _sample(views[split], size, seed + i)) is not None
+        }
+        self.params = {id(p) for p in model.parameters()}
+        self.steps = 0
+        self.seconds = 0.0
+        self._handle = None
+
+    def __enter__(self) -> ProgressProbe:
+        self._handle = register_optimizer_step_post_hook(self._hook)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._handle is not None:
+            self._handle.remove()
+            self._handle = None
+
+    def _watched(self, opt: torch.optim.Optimizer) -> bool:
+        return any(id(p) in self.params for g in opt.param_groups for p in g["params"])
+
+    def _hook(self, opt: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        if not self._watched(opt):
+            return
+        self.steps += 1
+        if self.steps in _SCHEDULE:
+            self.probe(self.model, self.steps)
+
+    @torch.no_grad()
+    def probe(self, model: nn.Module, step: int) -> None:
+        """Evaluate ``model`` on the probe subsets and trace the values at ``step``."""
+        t0 = time.perf_counter()
+        modes = [(m, m.training) for m in model.modules()]
+        model.eval()
+        try:
+            losses = {}
+            for split, (x, y) in self.data.items():
+                logits = torch.cat(
+                    [model(x[s : s + self.batch_size]) for s in range(0, len(x), self.batch_size)]
+                ).float()
+                acc = (logits.argmax(1) == y).float().mean().item()
+                self.trace(step, split, "accuracy", 100.0 * acc)
+                losses[split] = nn.functional.cross_entropy(logits, y, reduction="none").cpu()
+            if "forget" in losses and "test" in losses:
+                self.trace(step, "forget", "mia_auc", loss_auc(losses["forget"], losses["test"]))
+        finally:
+            for m, mode in modes:
+                m.training = mode
+        self.seconds += time.perf_counter() - t0
+
+
+def loss_auc(member_loss, nonmember_loss) -> float:
+    """ROC AUC of the loss-threshold attack ("lower loss → member"): the probability that a
+    random member has a lower loss than a random non-member (ties count half). NaN losses (a
+    diverged model) are treated as +inf, i.e. as non-members."""
+    m = np.nan_to_num(np.asarray(member_loss, dtype=np.float64), nan=math.inf)
+    n = np.nan_to_num(np.asarray(nonmember_loss, dtype=np.float64), nan=math.inf)
+    if m.size == 0 or n.size == 0:
+        return math.nan
+    labels = np.r_[np.ones(m.size), np.zeros(n.size)]
+    scores = -np.r_[m, n]
+    scores = np.where(np.isfinite(scores), scores, -np.finfo(np.float64).max)
+    return float(roc_auc_score(labels, scores))
