@@ -93,10 +93,12 @@ def build_oracle_pool(
     size: int,
     cache: Path,
     device: torch.device,
+    first: int = 0,
 ) -> OraclePool:
     """The pool of ``size`` retrained models for ``spec``'s dataset, arch and recipe without the
     train positions ``forgotten``; each model is trained once and cached under
-    ``cache/oracle/``."""
+    ``cache/oracle/``. ``first`` skips to oracle ``first`` (models ``first .. first+size-1``;
+    the SLURM executor builds each oracle in a job of its own)."""
     from bench.protocol import file_lock  # protocol imports this module lazily
 
     if size < 1:
@@ -113,7 +115,7 @@ def build_oracle_pool(
     keep[forgotten.long()] = False
     retain = train_all.subset(torch.nonzero(keep).flatten(), "retain")
     tr, te, secs, keys = [], [], [], []
-    for i in range(size):
+    for i in range(first, first + size):
         key = oracle_key(spec, n_train, forgotten, i)
         path = cache / "oracle" / f"oracle-{key}.pt"
         with file_lock(path.with_suffix(".lock")):

@@ -110,6 +110,33 @@ def file_lock(path: Path):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
+def prepare(unit, env: Env) -> dict[str, Any]:
+    """Build (or find cached) one shared model of a plan (``bench.plan.Unit``): the pretrained
+    model, or one oracle model, then leave the unit's cache marker. What the SLURM executor's
+    first stage runs, so that run jobs only ever load these models."""
+    from bench.oracle import build_oracle_pool
+    from bench.plan import mark_prepared
+
+    spec = unit.spec
+    bundle = load_dataset(spec.data.name, env.locations)
+    carved = carve(bundle, spec.data)
+    t0 = time.perf_counter()
+    if unit.kind == "pretrain":
+        _, info, _ = pretrained_with_artifacts(spec, carved, env)
+        info = {"cached": info["cached"], "key": info.get("key")}
+    elif unit.kind == "oracle":
+        forgotten = _forget_positions(carved, spec, 1)[0]
+        pool = build_oracle_pool(
+            spec, carved, forgotten, 1, env.cache, env.device, first=unit.index
+        )
+        info = {"key": pool.keys[0]}
+    else:
+        raise ValueError(f"unknown plan unit kind {unit.kind!r}")
+    info["seconds"] = time.perf_counter() - t0
+    mark_prepared(env.cache, unit, info)
+    return info
+
+
 def pretrained_model(spec: RunSpec, carved: Carved, env: Env) -> tuple[nn.Module, dict]:
     """The pretrained model for ``spec``, trained once and cached by content hash."""
     model, info, _ = pretrained_with_artifacts(spec, carved, env)
@@ -161,6 +188,9 @@ def pretrained_with_artifacts(
         if artifacts:
             blob["artifacts"] = artifacts
         atomic_torch_save(blob, path)
+        from bench.plan import Unit, mark_prepared
+
+        mark_prepared(env.cache, Unit("pretrain", spec), {"key": key})
         return model.eval(), {**info, "cached": False}, artifacts
 
 
@@ -475,6 +505,52 @@ def execute(spec: RunSpec, env: Env, skip_done: bool = True) -> str:
     Never raises for a failing run (the failure is recorded and the suite goes on)."""
     if skip_done and run_status(env.out, spec.run_id) == "done":
         return "skipped"
+    with run_lock(env.out, spec.run_id) as mine:
+        if not mine:
+            return "running"  # another process (job) is running it right now
+        if skip_done and run_status(env.out, spec.run_id) == "done":
+            return "skipped"  # finished by another process while we waited for the lock
+        return _execute(spec, env)
+
+
+def lock_path(out: Path, run_id: str) -> Path:
+    return Path(out) / "locks" / f"{run_id}.lock"
+
+
+@contextlib.contextmanager
+def run_lock(out: Path, run_id: str):
+    """A non-blocking exclusive lock on one run: yields True when this process holds it,
+    False when another process does (the kernel drops it when its holder dies, so a killed or
+    preempted job never leaves a stale lock)."""
+    path = lock_path(out, run_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def is_running(out: Path, run_id: str) -> bool:
+    """Whether some process holds ``run_id``'s lock now."""
+    path = lock_path(out, run_id)
+    if not path.exists():
+        return False
+    with open(path, "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(f, fcntl.LOCK_UN)
+        return False
+
+
+def _execute(spec: RunSpec, env: Env) -> str:
     try:
         rows = run(spec, env)
     except (KeyboardInterrupt, SystemExit):

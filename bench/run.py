@@ -24,7 +24,7 @@ def parser() -> argparse.ArgumentParser:
         description="Run a machine-unlearning benchmark suite: pretrain (cached) -> forget set -> "
         "unlearn -> evaluate -> records.",
     )
-    p.add_argument("--suite", default="smoke", help="suite name (--list suites); default smoke")
+    p.add_argument("--suite", help="suite name (--list suites); default smoke")
     p.add_argument(
         "--method",
         action="append",
@@ -58,10 +58,51 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--executor",
         default="local",
-        choices=["local", "debug"],
-        help="local: worker processes (default); debug: in this process",
+        choices=["local", "debug", "slurm"],
+        help="local: worker processes on this machine (default); debug: in this process; "
+        "slurm: job arrays through submitit (see the SLURM options)",
     )
     p.add_argument("--workers", type=int, default=1, help="parallel runs with --executor local")
+    p.add_argument(
+        "--status",
+        action="store_true",
+        help="summarize the runs of OUT's last launch (or of --suite): done, failed, running, "
+        "queued, missing",
+    )
+    s = p.add_argument_group("SLURM (--executor slurm)")
+    s.add_argument("--partition", help="partition to submit to (default: the cluster's)")
+    s.add_argument(
+        "--gpus-per-job",
+        type=int,
+        help="GPUs per job (default: 1 for CIFAR/ImageNet suites, else 0)",
+    )
+    s.add_argument("--cpus-per-job", type=int, default=4, help="CPUs per job (default 4)")
+    s.add_argument("--mem", help="memory per job, e.g. 32G (default: the partition's)")
+    s.add_argument("--time", type=int, default=240, help="minutes per job (default 240)")
+    s.add_argument(
+        "--array-parallelism",
+        type=int,
+        default=64,
+        help="at most this many tasks of an array at once (default 64)",
+    )
+    s.add_argument(
+        "--runs-per-job",
+        type=int,
+        default=1,
+        help="runs packed into one array task (default 1; raised to stay within 1000 tasks)",
+    )
+    s.add_argument(
+        "--slurm-extra",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any other sbatch option, e.g. --slurm-extra qos=high --slurm-extra account=lab",
+    )
+    s.add_argument(
+        "--wait",
+        action="store_true",
+        help="after submitting, wait for the jobs and print the summary",
+    )
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     p.add_argument("--list", choices=LISTABLE, help="print registered names, one per line")
     p.add_argument("--dry-run", action="store_true", help="print the plan, run nothing")
@@ -125,7 +166,7 @@ def plan(args: argparse.Namespace):
     from bench.spec import ForgetSpec
     from bench.suites import SUITES
 
-    grid = SUITES.get(args.suite)
+    grid = SUITES.get(args.suite or "smoke")
     methods = None
     if args.method:
         methods = [m.strip() for item in args.method for m in item.split(",") if m.strip()]
@@ -226,11 +267,21 @@ def _run(args: argparse.Namespace) -> int:
             device = torch.device(args.device)
         except RuntimeError:
             raise BenchError(f"unknown --device {args.device!r}: use cpu, cuda or cuda:N") from None
-        if device.type == "cuda" and not torch.cuda.is_available():
+        if device.type == "cuda" and not torch.cuda.is_available() and args.executor != "slurm":
             raise BenchError("--device cuda but no CUDA GPU is visible; use --device cpu")
     else:
         device = default_device()
-    out = Path(args.out) if args.out else Path("results") / args.suite
+    if args.status and not args.suite and args.out:
+        from bench.plan import load_plan
+
+        launched = load_plan(Path(args.out))
+        if launched is None:
+            raise BenchError(
+                f"no launch recorded in {args.out} (no plan.json): pass the --suite (and "
+                "options) it was launched with"
+            )
+    suite = args.suite or "smoke"
+    out = Path(args.out) if args.out else Path("results") / suite
     env = Env(
         out=out,
         cache=args.cache_dir,
@@ -238,21 +289,29 @@ def _run(args: argparse.Namespace) -> int:
         download=args.download,
         device=device,
     )
+    if args.status:
+        from bench.cluster import status_text
+
+        specs = launched if not args.suite and args.out else plan(args)
+        print(status_text(out, specs, verbose=args.verbose))
+        return 0
     specs = plan(args)
     if not specs:
         raise BenchError("the selection matches no run")
+    if args.dry_run:
+        try:
+            validate(specs, env)
+        except BenchError as exc:  # the data may live where the jobs run, not here
+            print(f"warning: {exc}", file=sys.stderr)
+        return _dry_run(args, specs, env)
     validate(specs, env)
     done = sum(run_status(out, s.run_id) == "done" for s in specs)
-    print(
-        f"{len(specs)} runs in suite {args.suite!r} ({done} already done) -> {out}", file=sys.stderr
-    )
-    if args.dry_run:
-        for s in specs:
-            print(
-                f"{s.run_id}  {run_status(out, s.run_id):7s}  {s.method:16s} {s.dataset} "
-                f"{s.arch} {s.forget.label} seed={s.seed}"
-            )
-        return 0
+    print(f"{len(specs)} runs in suite {suite!r} ({done} already done) -> {out}", file=sys.stderr)
+    from bench.plan import save_plan
+
+    save_plan(out, specs, suite)
+    if args.executor == "slurm":
+        return _slurm(args, specs, env)
 
     bar = None
     if not args.no_progress:
@@ -260,7 +319,7 @@ def _run(args: argparse.Namespace) -> int:
 
         bar = tqdm(
             total=len(specs),
-            desc=args.suite,
+            desc=suite,
             unit="run",
             file=sys.stderr,
             disable=None if os.environ.get("CI") else False,
@@ -287,6 +346,65 @@ def _run(args: argparse.Namespace) -> int:
         _print_summary(out, list(results))
     if not args.no_report:
         _build_report(out)
+    return 0
+
+
+def _dry_run(args: argparse.Namespace, specs, env) -> int:
+    """The plan: stages, cached and to-do, estimated GPU-hours; each run when there are at most
+    200 (or with -v). Submits and runs nothing; needs no scheduler."""
+    from bench.plan import describe, make_plan
+
+    p = make_plan(specs, env.out, env.cache)
+    print(
+        f"plan for suite {args.suite or 'smoke'!r} -> {env.out} (executor {args.executor}; dry "
+        "run: nothing is run or submitted)"
+    )
+    print(describe(p, args.executor, args.runs_per_job))
+    if args.verbose or len(specs) <= 200:
+        print()
+        for s in specs:
+            print(
+                f"{s.run_id}  {p.runs_status[s.run_id]:7s}  {s.method:16s} {s.dataset} "
+                f"{s.arch} {s.forget.label} seed={s.seed}"
+            )
+    return 0
+
+
+def _slurm(args: argparse.Namespace, specs, env) -> int:
+    from bench.cluster import (
+        JobEnv,
+        SlurmOptions,
+        describe_launch,
+        launch,
+        parse_extra,
+        wait,
+    )
+    from bench.plan import make_plan
+
+    opts = SlurmOptions(
+        partition=args.partition,
+        gpus_per_job=args.gpus_per_job,
+        cpus_per_job=args.cpus_per_job,
+        mem=args.mem,
+        time=args.time,
+        array_parallelism=args.array_parallelism,
+        runs_per_job=args.runs_per_job,
+        extra=parse_extra(args.slurm_extra),
+    )
+    jenv = JobEnv(
+        out=str(env.out.resolve()),
+        cache=str(Path(env.cache).resolve()),
+        data_root=str(Path(env.data_root).resolve()) if env.data_root else None,
+        download=env.download,
+        device=args.device,
+    )
+    res = launch(make_plan(specs, env.out, env.cache), jenv, opts, env.out, not args.no_report)
+    print(describe_launch(res))
+    print(f"follow with: python -m bench.run --status --out {env.out}")
+    if args.wait and res.job_ids:
+        wait(res.job_ids, env.out, specs)
+        if not args.no_summary:
+            _print_summary(env.out, [s.run_id for s in specs])
     return 0
 
 

@@ -180,6 +180,28 @@ class RunSpec:
         d["run_id"] = self.run_id
         return d
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RunSpec:
+        """The inverse of :meth:`to_dict` (checked: the rebuilt spec has the same run id)."""
+        d = dict(d)
+        want = d.pop("run_id", None)
+        forget = dict(d.pop("forget"))
+        if forget.get("classes") is not None:
+            forget["classes"] = tuple(forget["classes"])
+        spec = cls(
+            data=DataSpec(**d.pop("data")),
+            recipe=Recipe(**d.pop("recipe")),
+            forget=ForgetSpec(**forget),
+            hparams=cls.hparams_tuple(
+                {k: tuple(v) if isinstance(v, list) else v for k, v in d.pop("hparams").items()}
+            ),
+            metrics=tuple(d.pop("metrics")),
+            **d,
+        )
+        if want is not None and spec.run_id != want:
+            raise BenchError(f"spec does not rebuild to run {want} (got {spec.run_id})")
+        return spec
+
     @staticmethod
     def hparams_tuple(hp: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
         return tuple(sorted(hp.items()))

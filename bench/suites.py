@@ -447,3 +447,83 @@ register_suite(
         pool_size=4,
     )
 )
+
+
+@dataclass(frozen=True)
+class Composite:
+    """A suite made of other suites, expanded as one plan (``--suite full``). Narrowing options
+    (methods, forgets, seeds, hyperparameters) apply to every part that has them."""
+
+    name: str
+    description: str
+    parts: tuple[str, ...]
+
+    def expand(
+        self,
+        methods: Sequence[str] | None = None,
+        dataset: str | None = None,
+        arch: str | None = None,
+        forgets: Sequence[ForgetSpec] | None = None,
+        seeds: Sequence[int] | None = None,
+        hp_overrides: dict[str, dict[str, Any]] | None = None,
+        data_overrides: dict[str, Any] | None = None,
+    ) -> list[RunSpec]:
+        if dataset or arch or data_overrides:
+            raise BenchError(
+                f"suite {self.name!r} spans several datasets: --dataset, --arch, --val-fraction "
+                f"and --train-subset apply to one of its parts ({', '.join(self.parts)})"
+            )
+        wanted = None
+        if methods:
+            wanted = {n for pat in methods for n in METHODS.resolve(pat)}
+        specs: dict[str, RunSpec] = {}
+        used: set[str] = set()
+        for part in self.parts:
+            grid = SUITES.get(part)
+            names = {n for pat in grid.methods for n in METHODS.resolve(pat)}
+            if wanted is not None:
+                names &= wanted
+                if not names:
+                    continue
+            used |= names
+            hp = {m: v for m, v in (hp_overrides or {}).items() if m in names}
+            for s in grid.expand(
+                methods=sorted(names), forgets=forgets, seeds=seeds, hp_overrides=hp
+            ):
+                specs.setdefault(s.run_id, s)
+        unknown = [h for h in (hp_overrides or {}) if h not in used]
+        if unknown:
+            raise BenchError(f"--hp names methods not in this run: {', '.join(unknown)}")
+        return list(specs.values())
+
+
+def register_composite(suite: Composite) -> Composite:
+    missing = [p for p in suite.parts if p not in SUITES]
+    if missing:
+        raise ValueError(f"composite suite {suite.name!r}: unknown parts {missing}")
+    SUITES.add(suite.name, suite, description=suite.description)
+    return suite
+
+
+# Every paper suite at paper scale as one plan, for a cluster (bench.cluster).
+register_composite(
+    Composite(
+        name="full",
+        description="every paper suite at paper scale as one plan: L2UL (CIFAR-10, CIFAR-100, "
+        "ImageNet, continual), Mnemonic (CIFAR-10, t_mix sweep), Nabla-tau (CIFAR-10/100) (GPU "
+        "cluster: --executor slurm)",
+        parts=(
+            "l2ul-cifar10",
+            "l2ul-cifar10-continual",
+            "l2ul-cifar100",
+            "l2ul-imagenet",
+            "mnemonic-cifar10",
+            "mnemonic-cifar10-tmix0.1",
+            "mnemonic-cifar10-tmix0.3",
+            "mnemonic-cifar10-tmix0.5",
+            "mnemonic-cifar10-tmix0.8",
+            "nablatau-cifar10",
+            "nablatau-cifar100",
+        ),
+    )
+)
