@@ -1,23 +1,29 @@
 """Executors: ``debug`` runs in this process (tests), ``local`` in worker processes on this
-machine (a crash in one run cannot take the suite down).
+machine (a crash in one run cannot take the suite down); ``slurm`` is in ``bench.cluster``.
 
-Runs go in two stages: first one run per distinct pretrained model (so that no two workers
-ever build the same cached model), then everything else.
+The local executor works in two stages, as the SLURM one does: first the shared models the runs
+need and the cache lacks (pretrained models, oracle models: ``bench.plan``), one per worker, so
+that no two workers ever build the same model and oracle pools build in parallel; then the runs.
 """
 
 from __future__ import annotations
 
 import concurrent.futures as cf
+import logging
 import multiprocessing as mp
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures.process import BrokenProcessPool
+from typing import Any
 
-from bench.protocol import Env, execute
+from bench.plan import Unit, is_prepared, units_for
+from bench.protocol import Env, execute, prepare
 from bench.records import code_version, hardware, run_status, write_records
 from bench.spec import RunSpec
 
-EXECUTORS = ("local", "debug")
+EXECUTORS = ("local", "debug", "slurm")
+
+log = logging.getLogger(__name__)
 
 
 def _worker_init(threads: int) -> None:
@@ -30,14 +36,14 @@ def _work(spec: RunSpec, env: Env) -> str:
     return execute(spec, env)
 
 
-def _stages(specs: Sequence[RunSpec]) -> list[list[RunSpec]]:
-    """First run of each distinct pretraining setup, then the rest."""
-    firsts, rest, seen = [], [], set()
-    for s in specs:
-        key = (s.data, s.arch, s.recipe, s.train_seed)
-        (rest if key in seen else firsts).append(s)
-        seen.add(key)
-    return [firsts, rest]
+def _prepare(unit: Unit, env: Env) -> str:
+    """Stage 1 in a worker: never raises (the runs that need a unit that failed to build fail
+    themselves, and are recorded as failed with the reason)."""
+    try:
+        prepare(unit, env)
+        return "prepared"
+    except Exception as exc:  # noqa: BLE001
+        return f"failed: {type(exc).__name__}: {exc}"
 
 
 def run_specs(
@@ -66,46 +72,72 @@ def run_specs(
             record(s, execute(s, env))
         return results
     if executor != "local":
-        raise ValueError(f"unknown executor {executor!r}; choose one of {EXECUTORS}")
+        raise ValueError(f"unknown executor {executor!r}; choose one of {EXECUTORS[:2]}")
     workers = max(1, workers)
     threads = max(1, (os.cpu_count() or 1) // workers)
-    for stage in _stages(todo):
-        _run_pool(stage, env, workers, threads, record)
+    units = [u for u in units_for(todo) if not is_prepared(env.cache, u)]
+    _run_pool([units, todo], env, workers, threads, record)
     return results
 
 
+def default_workers(device) -> int:
+    """Worker processes when ``--workers`` is not given: one per CPU core (one thread each) on
+    the CPU, where small models use a second thread poorly; one on a GPU."""
+    if getattr(device, "type", str(device)) == "cuda":
+        return 1
+    return max(1, os.cpu_count() or 1)
+
+
 def _run_pool(
-    specs: list[RunSpec],
+    stages: list[list[Any]],
     env: Env,
     workers: int,
     threads: int,
     record: Callable[[RunSpec, str], None],
 ) -> None:
-    pending = list(specs)
+    """Run the stages in order (a stage starts when the previous one has finished) in one pool
+    of worker processes, made again if a worker dies. Items are runs or plan units."""
+    stages = [list(st) for st in stages if st]
     ctx = mp.get_context("spawn")  # no forked CUDA or thread state
-    while pending:
+    while stages:
         with cf.ProcessPoolExecutor(
             workers, mp_context=ctx, initializer=_worker_init, initargs=(threads,)
         ) as pool:
             running: dict[cf.Future, RunSpec] = {}
             broken = False
-            while (pending or running) and not broken:
+            while stages and not broken:
+                pending = stages[0]
                 while pending and len(running) < workers:
                     s = pending.pop(0)
-                    running[pool.submit(_work, s, env)] = s
+                    fn = _prepare if isinstance(s, Unit) else _work
+                    running[pool.submit(fn, s, env)] = s
+                if not running:  # this stage is finished
+                    stages.pop(0)
+                    continue
                 finished, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
                 for fut in finished:
                     s = running.pop(fut)
                     try:
-                        record(s, fut.result())
+                        result = fut.result()
                     except BrokenProcessPool as exc:
                         broken = True
-                        _record_crash(s, env, exc)
-                        record(s, "failed")
-            if broken:  # the pool is unusable: the runs it still held died with it
+                        result = _crashed(s, env, exc)
+                    if isinstance(s, Unit):
+                        if result != "prepared":
+                            log.warning("%s: %s", s.label, result)
+                    else:
+                        record(s, result)
+            if broken:  # the pool is unusable: what it still held died with it
                 for s in running.values():
-                    _record_crash(s, env, RuntimeError("worker pool broke during this run"))
-                    record(s, "failed")
+                    result = _crashed(s, env, RuntimeError("worker pool broke during this run"))
+                    if not isinstance(s, Unit):
+                        record(s, result)
+
+
+def _crashed(item: Any, env: Env, exc: BaseException) -> str:
+    if not isinstance(item, Unit):
+        _record_crash(item, env, exc)
+    return "failed"
 
 
 def _record_crash(spec: RunSpec, env: Env, exc: BaseException) -> None:

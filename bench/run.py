@@ -62,7 +62,12 @@ def parser() -> argparse.ArgumentParser:
         help="local: worker processes on this machine (default); debug: in this process; "
         "slurm: job arrays through submitit (see the SLURM options)",
     )
-    p.add_argument("--workers", type=int, default=1, help="parallel runs with --executor local")
+    p.add_argument(
+        "--workers",
+        type=int,
+        help="parallel runs with --executor local (default: one per CPU core on the CPU, one "
+        "on a GPU)",
+    )
     p.add_argument(
         "--status",
         action="store_true",
@@ -332,9 +337,10 @@ def _run(args: argparse.Namespace) -> int:
             bar.set_postfix_str(f"{spec.method} {status}", refresh=False)
             bar.update(1)
 
-    results = run_specs(
-        specs, env, executor=args.executor, workers=args.workers, on_result=on_result
-    )
+    from bench.executors import default_workers
+
+    workers = args.workers or default_workers(env.device)
+    results = run_specs(specs, env, executor=args.executor, workers=workers, on_result=on_result)
     if bar is not None:
         bar.close()
     print(

@@ -406,10 +406,13 @@ for _t in (0.1, 0.3, 0.5, 0.8):
     )
 
 # The main job: every registered method on the embedded digits with the cheap metrics.
-# Adversarial methods use the digits-sized L2UL settings with a short epoch cap so that the
-# suite stays around two minutes on 2 CPU cores.
+# Adversarial methods use the digits-sized L2UL radius (eps 1.5) with a shorter attack (20
+# steps of 0.15, a path of twice the radius; 5 examples per instance) and a short epoch cap, so
+# that the suite stays within two minutes on 2 CPU cores (the l2ul-digits suite keeps the full
+# attack).
+SMOKE_ADV = {"n_adv": 5, "iters": 20, "step": 0.15, "max_epochs": 30}
 SMOKE_HP = {
-    **{m: {**hp, "max_epochs": 30} if "n_adv" in hp else hp for m, hp in L2UL_DIGITS_HP.items()},
+    **{m: {**hp, **SMOKE_ADV} if "n_adv" in hp else hp for m, hp in L2UL_DIGITS_HP.items()},
     "mnemonic": MNEMONIC_DIGITS_HP,
     "boundary_shrink": {"lr": 3e-3, "epochs": 5},
     "unsir": {"noise_batch": 64, "noise_steps": 20, "noise_repeats": 4, "samples_per_class": 100},
@@ -421,6 +424,9 @@ register_suite(
         "every cheap metric (CPU, a few minutes)",
         # a 10 % validation split, for the methods that need one (nabla_tau)
         data=DataSpec("digits", val_fraction=0.1),
+        # 10 epochs instead of the digits default 20: the same 100 % train / 99.2 % test
+        # accuracy (measured), in half the pretraining and retraining time
+        recipe=Recipe(epochs=10, batch_size=64, lr=0.02, weight_decay=5e-4),
         # instances, and one whole class (what class-removal methods such as mnemonic do)
         forgets=(ForgetSpec("instance", k=32), ForgetSpec("class", classes=(0,))),
         seeds=(0, 1),

@@ -434,7 +434,7 @@ def trace_figure(
             for j, (_, r) in enumerate(runs.groupby("run_id")):
                 r = r.sort_values("step")
                 ax.plot(r["step"] + 1, r["value"], color=cmap(i % cmap.N), lw=1, alpha=0.8,
-                        marker=".", ms=3, label=m if j == 0 else None)  # fmt: skip
+                        label=m if j == 0 else None)  # fmt: skip
         if metric == "mia_auc":
             ax.axhline(0.5, color="grey", ls="--", lw=0.8)
         ax.set_xscale("log")

@@ -122,3 +122,30 @@ def test_continual_requests_keep_earlier_ones_forgotten(env):
     for r in (1, 2, 3):
         assert after[(r, "forget_request")] == 0.0
     assert after[(3, "forget")] <= 100 / 24 + 1e-6  # at most one earlier instance relearned
+
+
+def test_before_evaluation_is_shared_and_equal_to_a_fresh_one(env):
+    """Runs on one forget set share the pretrained model's "before" evaluation (computed once
+    per process): the cached rows equal a cold computation, row for row."""
+    import json
+
+    import bench.protocol as protocol
+    from bench.records import record_path
+    from tests.helpers import tiny_spec
+
+    def before(spec, out):
+        e = type(env)(out=out, cache=env.cache, device=env.device)
+        assert protocol.execute(spec, e) == "done"
+        rows = [json.loads(x) for x in record_path(out, spec.run_id).read_text().splitlines()]
+        return [(r["split"], r["metric"], r["value"]) for r in rows if r.get("stage") == "before"]
+
+    a, b = tiny_spec("neggrad", k=16, seed=1), tiny_spec("finetune", k=16, seed=1)
+    protocol._BEFORE.clear()
+    cold = before(b, env.out / "cold")
+    assert len(protocol._BEFORE) == 1
+    protocol._BEFORE.clear()
+    before(a, env.out / "a")
+    hits = len(protocol._BEFORE)
+    hot = before(b, env.out / "hot")
+    assert len(protocol._BEFORE) == hits == 1  # reused, not recomputed
+    assert hot == cold and len(cold) >= 3, cold
