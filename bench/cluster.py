@@ -56,6 +56,8 @@ class JobEnv:
     data_root: str | None = None
     download: bool = False
     device: str | None = None
+    precision: str = "auto"
+    compile: bool = False
 
     def make(self):
         import torch
@@ -66,7 +68,9 @@ class JobEnv:
         if threads:
             torch.set_num_threads(int(threads))
         dev = torch.device(self.device) if self.device else default_device()
-        return Env(self.out, self.cache, self.data_root, self.download, dev)
+        return Env(
+            self.out, self.cache, self.data_root, self.download, dev, self.precision, self.compile
+        )
 
 
 class PrepareTask(submitit.helpers.Checkpointable):

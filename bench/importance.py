@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping
 import torch
 from torch import Tensor, nn
 
+from bench import runtime
 from bench.data.splits import View
 
 __all__ = ["mas_importance", "normalize_importance", "MASPenalty"]
@@ -34,6 +35,7 @@ def _batches(
         yield x[s : s + batch_size].to(device)
 
 
+@runtime.full_precision
 def mas_importance(
     model: nn.Module, forget: View | tuple[Tensor, Tensor], batch_size: int = 32
 ) -> dict[str, Tensor]:

@@ -40,6 +40,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from bench import runtime
 from bench.errors import BenchError
 
 PREFIX = "mnemonic"
@@ -149,6 +150,7 @@ def _params(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
     return [(n, p) for n, p in model.named_parameters() if p.requires_grad]
 
 
+@runtime.full_precision
 def code_fishers(
     model: nn.Module, codes: torch.Tensor, forget_classes: Sequence[int]
 ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import torch
 
+from bench import runtime
 from bench.data import Carved, View
 from bench.errors import BenchError
 from bench.records import atomic_torch_save
@@ -44,19 +45,22 @@ def positions_digest(positions: torch.Tensor) -> str:
     return hashlib.sha256(p).hexdigest()[:16]
 
 
-def oracle_key(spec: RunSpec, n_train: int, forgotten: torch.Tensor, index: int) -> str:
-    return stable_hash(
-        {
-            "data": spec.data,
-            "n_train": n_train,
-            "arch": spec.arch,
-            "recipe": spec.recipe,
-            "forgotten": positions_digest(forgotten),
-            "n_forgotten": int(forgotten.numel()),
-            "oracle": index,
-            "train_code": TRAIN_CODE_VERSION,
-        }
-    )
+def oracle_key(
+    spec: RunSpec, n_train: int, forgotten: torch.Tensor, index: int, precision: str = "fp32"
+) -> str:
+    ident = {
+        "data": spec.data,
+        "n_train": n_train,
+        "arch": spec.arch,
+        "recipe": spec.recipe,
+        "forgotten": positions_digest(forgotten),
+        "n_forgotten": int(forgotten.numel()),
+        "oracle": index,
+        "train_code": TRAIN_CODE_VERSION,
+    }
+    if precision != "fp32":  # bf16-trained oracles get keys of their own
+        ident["precision"] = precision
+    return stable_hash(ident)
 
 
 @dataclass
@@ -116,7 +120,7 @@ def build_oracle_pool(
     retain = train_all.subset(torch.nonzero(keep).flatten(), "retain")
     tr, te, secs, keys = [], [], [], []
     for i in range(first, first + size):
-        key = oracle_key(spec, n_train, forgotten, i)
+        key = oracle_key(spec, n_train, forgotten, i, runtime.precision(device))
         path = cache / "oracle" / f"oracle-{key}.pt"
         with file_lock(path.with_suffix(".lock")):
             if not path.exists():

@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from bench import runtime
 from bench.data import Carved, Locations, View, carve, load_dataset, retain_positions, select_forget
 from bench.errors import BenchError
 from bench.method import (
@@ -53,6 +54,9 @@ class Env:
     data_root: Path | None = None
     download: bool = False
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    #: bench.runtime: "auto" (bf16 autocast on CUDA, fp32 on the CPU), "fp32" or "bf16"
+    precision: str = "auto"
+    compile: bool = False  # torch.compile the model in bench.train.train
 
     def __post_init__(self) -> None:
         self.out = Path(self.out)
@@ -84,19 +88,21 @@ def special_pretraining(spec: RunSpec) -> str | None:
     return METHODS.entry(spec.method).meta.get("special_pretraining")
 
 
-def pretrain_key(spec: RunSpec, n_train: int) -> str:
-    special = special_pretraining(spec)
-    return stable_hash(
-        {
-            "data": spec.data,
-            "n_train": n_train,
-            "arch": spec.arch,
-            "recipe": spec.recipe,
-            "train_seed": spec.train_seed,
-            "train_code": TRAIN_CODE_VERSION,
-            "special": special,
-        }
-    )
+def pretrain_key(spec: RunSpec, n_train: int, precision: str = "fp32") -> str:
+    """Content hash of a pretrained model. A model trained under bf16 autocast gets its own
+    key (fp32 keys are unchanged from before the precision switch existed)."""
+    ident = {
+        "data": spec.data,
+        "n_train": n_train,
+        "arch": spec.arch,
+        "recipe": spec.recipe,
+        "train_seed": spec.train_seed,
+        "train_code": TRAIN_CODE_VERSION,
+        "special": special_pretraining(spec),
+    }
+    if precision != "fp32":
+        ident["precision"] = precision
+    return stable_hash(ident)
 
 
 @contextlib.contextmanager
@@ -118,6 +124,7 @@ def prepare(unit, env: Env) -> dict[str, Any]:
     from bench.oracle import build_oracle_pool
     from bench.plan import mark_prepared
 
+    runtime.configure(env.precision, env.compile)
     spec = unit.spec
     bundle = load_dataset(spec.data.name, env.locations)
     carved = carve(bundle, spec.data)
@@ -149,7 +156,7 @@ def pretrained_with_artifacts(
 ) -> tuple[nn.Module, dict, dict[str, Any]]:
     """:func:`pretrained_model` plus what a special pretraining stored with the checkpoint
     (``Context.pretrain_artifacts``; e.g. mnemonic codes, ``bench.mnemonic``)."""
-    key = pretrain_key(spec, len(carved.train))
+    key = pretrain_key(spec, len(carved.train), runtime.precision(env.device))
     path = env.cache / "models" / f"pretrain-{key}.pt"
     bundle = carved.bundle
     with file_lock(path.with_suffix(".lock")):
@@ -205,6 +212,7 @@ def resolve_hparams(spec: RunSpec) -> Any:
 
 def run(spec: RunSpec, env: Env) -> list[dict[str, Any]]:
     """Execute one run and return its record rows (raises on failure)."""
+    runtime.configure(env.precision, env.compile)
     entry = METHODS.entry(spec.method)
     hp = resolve_hparams(spec)
     needs = method_needs(spec.method, hp)
@@ -212,6 +220,7 @@ def run(spec: RunSpec, env: Env) -> list[dict[str, Any]]:
     carved = carve(bundle, spec.data)
     dev = env.device
     model0, pre_info, artifacts = pretrained_with_artifacts(spec, carved, env)
+    model0 = runtime.to_layout(model0, dev)
 
     n_train = len(carved.train)
     requests = spec.requests if spec.scenario == "continual" else 1
@@ -318,7 +327,7 @@ def run(spec: RunSpec, env: Env) -> list[dict[str, Any]]:
         probe = ProgressProbe(model, views, _tracer(ctx), seed=spec.unlearn_seed)
         probe.probe(model, 0)
         t0 = time.perf_counter()
-        with probe:
+        with probe, runtime.autocast(dev):
             model = entry.obj(model, data, hp, ctx)
         _sync(dev)
         seconds = time.perf_counter() - t0 - probe.seconds
@@ -353,6 +362,7 @@ def run(spec: RunSpec, env: Env) -> list[dict[str, Any]]:
         "needs": list(needs),
         "code_version": code_version(),
         "hardware": hardware(dev),
+        "runtime": runtime.describe(dev),
         "pretrain": pre_info,
         "n_train": n_train,
         "n_test": len(carved.test),

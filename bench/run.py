@@ -109,6 +109,17 @@ def parser() -> argparse.ArgumentParser:
         help="after submitting, wait for the jobs and print the summary",
     )
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    p.add_argument(
+        "--precision",
+        default="auto",
+        choices=["auto", "fp32", "bf16"],
+        help="auto (default): bf16 autocast on CUDA, fp32 on the CPU (recorded with each run)",
+    )
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile models for pretraining, retraining and oracles",
+    )
     p.add_argument("--list", choices=LISTABLE, help="print registered names, one per line")
     p.add_argument("--dry-run", action="store_true", help="print the plan, run nothing")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -293,6 +304,8 @@ def _run(args: argparse.Namespace) -> int:
         data_root=data_root(args.data_root),
         download=args.download,
         device=device,
+        precision=args.precision,
+        compile=args.compile,
     )
     if args.status:
         from bench.cluster import status_text
@@ -403,6 +416,8 @@ def _slurm(args: argparse.Namespace, specs, env) -> int:
         data_root=str(Path(env.data_root).resolve()) if env.data_root else None,
         download=env.download,
         device=args.device,
+        precision=env.precision,
+        compile=env.compile,
     )
     res = launch(make_plan(specs, env.out, env.cache), jenv, opts, env.out, not args.no_report)
     print(describe_launch(res))

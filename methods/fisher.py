@@ -9,6 +9,7 @@ from torch import nn
 from torch.func import functional_call, grad, vmap
 from torch.nn import functional as F
 
+from bench import runtime
 from bench.method import register_method
 from methods.cf_k import last_k_modules
 
@@ -28,6 +29,7 @@ class FisherHP:
     chunk: int = 64
 
 
+@runtime.full_precision
 def fisher_diag(
     model: nn.Module, view, num_classes: int, chunk: int = 64
 ) -> dict[str, torch.Tensor]:

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from bench import runtime
 from bench.method import register_method
 
 
@@ -23,6 +24,7 @@ class SSDHP:
     batch_size: int = 64
 
 
+@runtime.full_precision
 def importance(model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]]) -> list[Tensor]:
     """Mean over batches of the squared gradient of the batch-mean CE, per parameter (the
     reference's ``calc_importance``; the model's mode is left to the caller)."""

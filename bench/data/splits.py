@@ -17,6 +17,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from bench import runtime
+
 
 class Split:
     """Base class: ``targets`` (int64, CPU) and ``batches(indices, ...)``."""
@@ -62,7 +64,7 @@ class TensorSplit(Split):
             x = to_float(x_all.index_select(0, b))
             if augment != "none":
                 x = augment_batch(x, augment, crop_padding, generator)
-            yield x, y_all.index_select(0, b)
+            yield runtime.to_layout(x, device), y_all.index_select(0, b)
 
 
 def to_float(x: Tensor) -> Tensor:

@@ -1,0 +1,95 @@
+"""How this process computes (not what): mixed precision, memory layout and ``torch.compile``.
+
+Set once per process from the run environment (``--precision``, ``--compile``;
+``bench.protocol.Env``) and recorded in every run's metadata, since bf16 changes the numbers
+(slightly) but not the spec. Defaults: bf16 autocast and channels_last on CUDA, plain fp32 on
+the CPU, no compilation.
+
+* ``autocast(device)``: ``torch.autocast`` with bf16 when enabled, else a no-op. The protocol
+  wraps every method call in it and ``bench.train`` its forward passes; parameters, optimizer
+  state and gradients stay fp32 (bf16 needs no loss scaling).
+* ``to_layout(model_or_batch, device)``: channels_last for 4-d image tensors and models on CUDA.
+* ``full_precision``: a decorator that turns autocast off, for gradient statistics (Fisher
+  diagonals, importance weights).
+* ``maybe_compile(model)``: ``torch.compile(model)`` when ``--compile`` is given (used by
+  ``bench.train.train``: pretraining, retraining, oracles).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+@dataclass
+class Runtime:
+    precision: str = "auto"
+    compile: bool = False
+
+
+_CURRENT = Runtime()
+
+
+def configure(precision: str = "auto", compile: bool = False) -> None:
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    _CURRENT.precision = precision
+    _CURRENT.compile = bool(compile)
+
+
+def precision(device: torch.device) -> str:
+    """The precision in effect on ``device``: ``bf16`` or ``fp32``."""
+    if _CURRENT.precision != "auto":
+        return _CURRENT.precision
+    return "bf16" if device.type == "cuda" else "fp32"
+
+
+def autocast(device: torch.device):
+    if precision(device) == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def full_precision(fn):
+    """Decorator: run ``fn`` with autocast off (fp32), for statistics accumulated from
+    gradients (Fisher, importance), whose squares and sums bf16 would round away."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with torch.autocast("cuda", enabled=False), torch.autocast("cpu", enabled=False):
+            return fn(*args, **kwargs)
+
+    return wrapper
+
+
+def channels_last(device: torch.device) -> bool:
+    return device.type == "cuda"
+
+
+def to_layout(obj, device: torch.device):
+    """channels_last on CUDA for models and 4-d batches; anything else unchanged."""
+    if not channels_last(device):
+        return obj
+    if isinstance(obj, nn.Module):
+        return obj.to(memory_format=torch.channels_last)
+    if isinstance(obj, torch.Tensor) and obj.dim() == 4:
+        return obj.contiguous(memory_format=torch.channels_last)
+    return obj
+
+
+def maybe_compile(model: nn.Module) -> nn.Module:
+    return torch.compile(model) if _CURRENT.compile else model
+
+
+def describe(device: torch.device) -> dict[str, object]:
+    return {
+        "precision": precision(device),
+        "channels_last": channels_last(device),
+        "compile": _CURRENT.compile,
+    }

@@ -1,0 +1,90 @@
+"""bench.runtime: precision, layout and compile switches, and the bf16 path end to end (run on
+the CPU here, through CPU autocast: the code path CUDA takes by default)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from bench import runtime
+from bench.protocol import Env, execute
+from bench.records import record_path
+from tests.helpers import tiny_spec
+
+
+@pytest.fixture(autouse=True)
+def _reset():
+    yield
+    runtime.configure("auto", False)
+
+
+def test_defaults_follow_the_device():
+    runtime.configure()
+    assert runtime.precision(torch.device("cpu")) == "fp32"
+    assert runtime.precision(torch.device("cuda")) == "bf16"
+    with runtime.autocast(torch.device("cpu")):
+        assert not torch.is_autocast_enabled("cpu")
+    runtime.configure("bf16")
+    with runtime.autocast(torch.device("cpu")):
+        assert torch.is_autocast_enabled("cpu")
+        assert torch.get_autocast_dtype("cpu") == torch.bfloat16
+    runtime.configure("fp32")
+    assert runtime.precision(torch.device("cuda")) == "fp32"
+    with pytest.raises(ValueError, match="precision"):
+        runtime.configure("fp16")
+
+
+def test_channels_last_only_for_cuda_and_4d():
+    x = torch.zeros(2, 3, 8, 8)
+    assert runtime.to_layout(x, torch.device("cpu")) is x
+    y = runtime.to_layout(x, torch.device("cuda"))  # the layout change itself runs anywhere
+    assert y.is_contiguous(memory_format=torch.channels_last) and torch.equal(x, y)
+    v = torch.zeros(3, 8)
+    assert runtime.to_layout(v, torch.device("cuda")) is v
+    m = torch.nn.Conv2d(3, 4, 3)
+    runtime.to_layout(m, torch.device("cuda"))
+    assert m.weight.is_contiguous(memory_format=torch.channels_last)
+
+
+def _methods():
+    from bench.method import METHODS
+
+    return METHODS.list()
+
+
+@pytest.fixture(scope="module")
+def bf16_cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("bf16-cache")
+
+
+@pytest.mark.parametrize("method", _methods())
+def test_bf16_runs_end_to_end(tmp_path, bf16_cache, method):
+    """Every method runs under bf16 autocast (what CUDA gets by default) and gives a sane model."""
+    from bench.method import METHODS
+    from bench.spec import ForgetSpec
+
+    env = Env(out=tmp_path / "o", cache=bf16_cache, precision="bf16")
+    kinds = METHODS.entry(method).meta.get("forget_kinds") or ("instance",)
+    forget = ForgetSpec("class", classes=(0,)) if "instance" not in kinds else None
+    kw = {"forget": forget} if forget else {}
+    if method == "nabla_tau":
+        from bench.spec import DataSpec
+
+        kw["data"] = DataSpec("synthetic", val_fraction=0.2)
+    spec = tiny_spec(method, k=16, seed=1, **kw)
+    assert execute(spec, env) == "done"
+    rows = [json.loads(x) for x in record_path(env.out, spec.run_id).read_text().splitlines()]
+    assert rows[0]["runtime"]["precision"] == "bf16"
+    after = {(r["split"], r["metric"]): r["value"] for r in rows if r.get("stage") == "after"}
+    assert 0.0 <= after[("test", "accuracy")] <= 100.0
+    before = next(
+        r["value"]
+        for r in rows
+        if r.get("stage") == "before" and r["split"] == "test" and r["metric"] == "accuracy"
+    )
+    assert before > 60.0  # bf16 pretraining still learns the toy task
+    if method == "neggrad":
+        cap = next(r["value"] for r in rows if r.get("metric") == "cap_hit")
+        assert after[("forget", "accuracy")] == 0.0 or cap == 1.0
