@@ -326,11 +326,12 @@ def run(spec: RunSpec, env: Env) -> list[dict[str, Any]]:
         _sync(dev)
         probe = ProgressProbe(model, views, _tracer(ctx), seed=spec.unlearn_seed)
         probe.probe(model, 0)
+        probed = probe.seconds  # the probes' time during the method is not the method's
         t0 = time.perf_counter()
         with probe, runtime.autocast(dev):
             model = entry.obj(model, data, hp, ctx)
         _sync(dev)
-        seconds = time.perf_counter() - t0 - probe.seconds
+        seconds = time.perf_counter() - t0 - (probe.seconds - probed)
         total_seconds += seconds
         if not isinstance(model, nn.Module):
             raise TypeError(f"method {spec.method!r} returned {type(model).__name__}, not a model")

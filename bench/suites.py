@@ -415,6 +415,9 @@ SMOKE_HP = {
     **{m: {**hp, **SMOKE_ADV} if "n_adv" in hp else hp for m, hp in L2UL_DIGITS_HP.items()},
     "mnemonic": MNEMONIC_DIGITS_HP,
     "boundary_shrink": {"lr": 3e-3, "epochs": 5},
+    # Retain-set passes scaled to the smoke's 10-epoch pretraining: their 10-epoch defaults
+    # were set against CIFAR's 200 (5 %); 10 of 10 would cost as much as retraining itself.
+    **{m: {"epochs": 5} for m in ("finetune", "cf_k", "eu_k", "l1_sparse", "salun")},
     "unsir": {"noise_batch": 64, "noise_steps": 20, "noise_repeats": 4, "samples_per_class": 100},
 }
 register_suite(

@@ -133,3 +133,15 @@ def test_loss_auc_agrees_with_sklearn_on_ties():
         m, n = rng.integers(0, 5, 40).astype(float), rng.integers(0, 5, 60).astype(float)
         want = roc_auc_score(np.r_[np.ones(40), np.zeros(60)], -np.r_[m, n])
         assert loss_auc(m, n) == pytest.approx(want, abs=1e-12)
+
+
+@pytest.mark.parametrize("method", ["bad_teacher", "ssd"])
+def test_wall_time_excludes_only_the_probes_during_the_method(env, method):
+    """Short methods: the step-0 probe runs before the clock starts, so subtracting the probes'
+    time can never make a method's wall time negative."""
+    spec = tiny_spec(method, k=16, seed=0)
+    assert execute(spec, env) == "done"
+    rows = [json.loads(x) for x in record_path(env.out, spec.run_id).read_text().splitlines()]
+    wall = next(r["value"] for r in rows if r.get("metric") == "wall_seconds")
+    probes = next(r["value"] for r in rows if r.get("metric") == "trace_seconds")
+    assert wall > 0 and probes > 0
