@@ -318,17 +318,18 @@ def launch(plan: Plan, jenv: JobEnv, opts: SlurmOptions, out: Path, report: bool
     ex = submitit.SlurmExecutor(folder=folder, max_num_timeout=10)
     base = opts.parameters(plan.specs)
     ex.update_parameters(**base)
-    rows: list[dict[str, Any]] = []
     if units:
         with ex.batch():
             jobs = [ex.submit(PrepareTask(), [u], jenv) for u in units]
         result.prepare = [j.job_id for j in jobs]
         result.n_units = len(units)
-        rows += [
-            {"stage": "prepare", "job_id": j.job_id, "units": [u.uid], "time": time.time()}
-            for j, u in zip(jobs, units)
-        ]
-        _append_submissions(out, rows)
+        _append_submissions(
+            out,
+            [
+                {"stage": "prepare", "job_id": j.job_id, "units": [u.uid], "time": time.time()}
+                for j, u in zip(jobs, units)
+            ],
+        )
     after = sorted({_array_id(j) for j in result.prepare} | {_array_id(j) for j in live_units})
     if runs:
         per = effective_runs_per_job(len(runs), opts.runs_per_job)
@@ -338,17 +339,18 @@ def launch(plan: Plan, jenv: JobEnv, opts: SlurmOptions, out: Path, report: bool
             jobs = [ex.submit(RunTask(), g, jenv) for g in groups]
         result.runs = [j.job_id for j in jobs]
         result.n_runs = len(runs)
-        new = [
-            {
-                "stage": "runs",
-                "job_id": j.job_id,
-                "runs": [s.run_id for s in g],
-                "time": time.time(),
-            }
-            for j, g in zip(jobs, groups)
-        ]
-        _append_submissions(out, new)
-        rows += new
+        _append_submissions(
+            out,
+            [
+                {
+                    "stage": "runs",
+                    "job_id": j.job_id,
+                    "runs": [s.run_id for s in g],
+                    "time": time.time(),
+                }
+                for j, g in zip(jobs, groups)
+            ],
+        )
     if report and result.runs:
         ids = sorted({_array_id(j) for j in result.runs})
         small = {**base, "cpus_per_task": 1, "time": 60}

@@ -11,7 +11,6 @@ the data: the carved train size, the forget positions).
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import time
@@ -294,12 +293,5 @@ def effective_runs_per_job(n_runs: int, runs_per_job: int = 1) -> int:
 
 def chunks(specs: Sequence[RunSpec], per: int) -> list[list[RunSpec]]:
     """Runs in groups of ``per``, runs sharing a pretrained model kept together."""
-    from bench.protocol import special_pretraining
-
-    order = sorted(
-        specs,
-        key=lambda s: stable_hash(
-            (dataclasses.asdict(s.data), s.arch, s.recipe, s.train_seed, special_pretraining(s))
-        ),
-    )
+    order = sorted(specs, key=lambda s: unit_id(s, "pretrain"))
     return [order[i : i + per] for i in range(0, len(order), per)]
