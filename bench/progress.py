@@ -44,12 +44,7 @@ _SCHEDULE = probe_steps()
 
 
 def _sample(view: View, size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor] | None:
-    if len(view) == 0:
-        return None
-    if len(view) > size:
-        g = torch.Generator().manual_seed(seed)
-        view = view.subset(torch.randperm(len(view), generator=g)[:size].sort().values)
-    return view.tensors()
+    return view.sample(size, seed).tensors() if len(view) else None
 
 
 class ProgressProbe:

@@ -737,3 +737,18 @@ def test_cifar10_jpeg_tarball_original_order(tmp_path, cache):
     datasets_mod._LOADED.clear()
     plain = load_dataset("cifar10", Locations(next((cache / "data").glob("cifar10_jpeg-*")), cache))
     assert torch.equal(b.train.x, plain.train.x[torch.from_numpy(train_order.astype(np.int64))])
+
+
+def test_view_sample_is_seeded_sorted_and_bounded():
+    import torch
+
+    from bench.data.splits import TensorSplit, View
+
+    split = TensorSplit(torch.zeros(50, 1, 2, 2, dtype=torch.uint8), torch.arange(50))
+    view = View(split, torch.arange(10, 50))
+    a, b = view.sample(8, seed=3), view.sample(8, seed=3)
+    assert torch.equal(a.indices, b.indices) and len(a) == 8
+    assert torch.equal(a.indices, a.indices.sort().values)
+    assert set(a.indices.tolist()) <= set(range(10, 50))
+    assert not torch.equal(view.sample(8, seed=4).indices, a.indices)
+    assert view.sample(100, seed=0) is view

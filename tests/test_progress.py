@@ -32,13 +32,17 @@ def test_probe_steps_are_log_spaced():
 
 
 class _View:
-    """Stand-in with the one View method the probe calls on small data."""
+    """Stand-in with the View methods the probe calls, for data smaller than a probe."""
 
     def __init__(self, x, y):
         self.x, self.y = x, y
 
     def __len__(self):
         return len(self.y)
+
+    def sample(self, n, seed):
+        assert n >= len(self)
+        return self
 
     def tensors(self):
         return self.x, self.y

@@ -194,5 +194,13 @@ class View:
             name or self.name,
         )
 
+    def sample(self, n: int, seed: int) -> View:
+        """At most ``n`` rows, a seeded random subset kept in index order (all rows when the
+        view has no more than ``n``)."""
+        if len(self) <= n:
+            return self
+        g = torch.Generator().manual_seed(seed)
+        return self.subset(torch.randperm(len(self), generator=g)[:n].sort().values)
+
     def to(self, device: torch.device) -> View:
         return View(self.split, self.indices, device, self.name)

@@ -24,11 +24,7 @@ MAX_FORGET, MAX_RETAIN = 512, 512
 
 
 def _sample(ev: EvalInput, split: str, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-    view = ev.views[split]
-    if len(view) > n:
-        g = torch.Generator().manual_seed(0)
-        view = view.subset(torch.randperm(len(view), generator=g)[:n].sort().values)
-    return view.tensors()
+    return ev.views[split].sample(n, seed=0).tensors()
 
 
 @register_metric("representation", ideal="match retrain", cost="expensive")
