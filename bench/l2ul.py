@@ -195,6 +195,8 @@ def unlearn(
     check_objective(hp)
     forget = data.forget
     y_star = relabel_targets(forget, hp, ctx, data.num_classes)
+    if y_star is not None:
+        y_star = y_star.to(forget.device)  # once, not per step
     check = objective_check(forget, y_star)
     penalty = None
     if importance:

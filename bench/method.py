@@ -185,6 +185,8 @@ class Context:
     log: Callable[[str], None] = lambda msg: None
     steps: int = 0
     cap_hit: bool = False
+    #: the model was rolled back to an earlier step (:meth:`rewind`)
+    rewound: bool = False
     extra: dict[str, float] = field(default_factory=dict)
     traces: list[dict[str, Any]] = field(default_factory=list)
     #: what the method's special pretraining stored with the checkpoint (e.g. the mnemonic
@@ -201,12 +203,22 @@ class Context:
         self.step(steps)
         return model
 
-    def trace(self, metric: str, value: float, split: str = "forget") -> None:
-        """A point of a trace over unlearning progress (x = optimizer steps so far); the
-        protocol stores traces as ``stage: "trace"`` rows with a ``step`` field."""
-        self.traces.append(
-            {"step": self.steps, "split": split, "metric": metric, "value": float(value)}
-        )
+    def trace(
+        self, metric: str, value: float, split: str = "forget", step: int | None = None
+    ) -> None:
+        """A point of a trace over unlearning progress (x = ``step``, default the optimizer
+        steps so far); the protocol stores traces as ``stage: "trace"`` rows with a ``step``
+        field."""
+        step = self.steps if step is None else int(step)
+        self.traces.append({"step": step, "split": split, "metric": metric, "value": float(value)})
+
+    def rewind(self, step: int) -> None:
+        """Forget the steps after ``step``: the model was rolled back to its state after that
+        step (``bench.unlearning.DeferredStop``). Drops later trace points (the progress
+        probe's included) and marks the context ``rewound``."""
+        self.steps = int(step)
+        self.traces[:] = [p for p in self.traces if p["step"] <= self.steps]
+        self.rewound = True
 
     def step(self, n: int = 1) -> None:
         self.steps += n

@@ -129,7 +129,7 @@ class CodeMixer:
         self.replaced += int(mask.sum())
         if self.codes.device != x.device:
             self.codes = self.codes.to(x.device)
-        mask = mask.to(x.device).view(-1, *([1] * (x.dim() - 1)))
+        mask = runtime.to_device(mask, x.device).view(-1, *([1] * (x.dim() - 1)))
         return torch.where(mask, self.codes[y].to(x.dtype), x)
 
 

@@ -336,7 +336,8 @@ def run(spec: RunSpec, env: Env) -> list[dict[str, Any]]:
         if not isinstance(model, nn.Module):
             raise TypeError(f"method {spec.method!r} returned {type(model).__name__}, not a model")
         model.eval()
-        probe.probe(model, max(probe.steps, ctx.steps))
+        # after a roll-back (deferred stop check) the probe has counted speculative steps
+        probe.probe(model, ctx.steps if ctx.rewound else max(probe.steps, ctx.steps))
         emit(r, "unlearn", "-", "wall_seconds", seconds)
         emit(r, "unlearn", "-", "steps", ctx.steps)
         emit(r, "unlearn", "-", "cap_hit", float(ctx.cap_hit))

@@ -13,6 +13,8 @@ the CPU, no compilation.
   diagonals, importance weights).
 * ``maybe_compile(model)``: ``torch.compile(model)`` when ``--compile`` is given (used by
   ``bench.train.train``: pretraining, retraining, oracles).
+* ``to_device(t, device)``: a host-to-device copy that does not make the host wait for the GPU
+  (for what hot loops draw on the CPU: shuffles, crop offsets, random labels).
 """
 
 from __future__ import annotations
@@ -81,6 +83,20 @@ def to_layout(obj, device: torch.device):
     if isinstance(obj, torch.Tensor) and obj.dim() == 4:
         return obj.contiguous(memory_format=torch.channels_last)
     return obj
+
+
+def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``t.to(device)``, but from a CPU tensor to CUDA without a host synchronization: a plain
+    ``.to("cuda")`` from pageable memory is a blocking copy that waits for every kernel queued
+    before it, so a training loop that moves a few random numbers per step (crop offsets,
+    shuffles, random labels; drawn on the CPU so that results do not depend on the device)
+    could never run ahead of the GPU. Here the tensor is staged in pinned memory (PyTorch's
+    caching host allocator, which keeps the block until the copy has finished) and copied
+    asynchronously, in stream order. Same values; anything else is a plain ``.to``."""
+    device = torch.device(device)
+    if device.type != "cuda" or t.device.type != "cpu":
+        return t.to(device)
+    return t.pin_memory().to(device, non_blocking=True)
 
 
 def maybe_compile(model: nn.Module) -> nn.Module:

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from bench import runtime
 from bench.data import View
 from bench.method import Context
 
@@ -53,8 +54,87 @@ class ForgetCheck:
         model.train(was)
         return n
 
-    def done(self, model: nn.Module) -> bool:
-        return int(self.hits(model)) == 0
+
+#: device memory the deferred stop check may use for model snapshots (see :class:`DeferredStop`)
+SNAPSHOT_BUDGET_BYTES = 2 * 1024**3
+#: host reads of the stop rule on CUDA: one per this many checks (1 on the CPU, where reading a
+#: value costs nothing)
+CUDA_CHECK_INTERVAL = 8
+
+
+def _state(model: nn.Module) -> list[torch.Tensor]:
+    """Everything an update can change in ``model``: parameters and buffers (BatchNorm's
+    running statistics and batch counter)."""
+    return [p.detach() for p in model.parameters()] + list(model.buffers())
+
+
+def _copy(dst: list[torch.Tensor], src: list[torch.Tensor]) -> None:
+    torch._foreach_copy_(dst, src)  # a few fused kernels instead of one per tensor
+
+
+def check_interval(model: nn.Module, device: torch.device) -> int:
+    """Checks per host read for :func:`run_until_forgotten`: 1 on the CPU; on CUDA
+    :data:`CUDA_CHECK_INTERVAL`, fewer when that many snapshots of the model would exceed
+    :data:`SNAPSHOT_BUDGET_BYTES`."""
+    if device.type != "cuda":
+        return 1
+    size = sum(t.numel() * t.element_size() for t in _state(model))
+    return max(1, min(CUDA_CHECK_INTERVAL, SNAPSHOT_BUDGET_BYTES // max(size, 1)))
+
+
+class DeferredStop:
+    """The stop rule evaluated on the device after every step and read by the host once per
+    ``interval`` checks, with an exact roll-back.
+
+    Reading the rule's result after each step (``int(hits)``) makes the host wait for the GPU
+    at every step, so it cannot queue the next step's kernels while the current one runs. Here
+    each check leaves its hit count on the device and snapshots the model (parameters and
+    buffers, one fused copy); every ``interval`` checks the counts are read in one transfer.
+    If a check passed, the model is restored to the snapshot of the *first* passing check and
+    the context's step count and traces are rewound to it. The model returned is therefore
+    bit-for-bit the one a per-step check gives; the price is at most ``interval - 1``
+    speculative steps per run and ``interval`` model copies of device memory. The optimizer's
+    state is not rolled back: callers stop training once :meth:`push` returns True."""
+
+    def __init__(self, model: nn.Module, check: ForgetCheck, ctx: Context, interval: int = 1):
+        self.model, self.check, self.ctx = model, check, ctx
+        self.interval = max(1, int(interval))
+        self.n = max(int(check.targets.numel()), 1)
+        self.pending: list[tuple[torch.Tensor, int, int]] = []  # (hits, step, epoch)
+        self.slots: list[list[torch.Tensor]] = []
+        self.epochs = 0  # the epoch count at the first passing check
+        self.reads = 0  # host reads so far
+
+    def push(self, epoch: int) -> bool:
+        """Evaluate the rule on the current model (tagged with the context's step count and
+        ``epoch``); True once a check is known to have passed, with the model rolled back."""
+        hits = self.check.hits(self.model)
+        if self.interval > 1:
+            i = len(self.pending)
+            state = _state(self.model)
+            if i == len(self.slots):
+                self.slots.append([t.clone() for t in state])
+            else:
+                _copy(self.slots[i], state)
+        self.pending.append((hits, self.ctx.steps, epoch))
+        return len(self.pending) >= self.interval and self.resolve()
+
+    def resolve(self) -> bool:
+        """Read the pending checks (one host sync); roll back to the first passing one."""
+        if not self.pending:
+            return False
+        pending, self.pending = self.pending, []
+        values = torch.stack([h for h, _, _ in pending]).tolist()
+        self.reads += 1
+        for i, (hits, (_, step, epoch)) in enumerate(zip(values, pending)):
+            self.ctx.trace("objective_unmet", 100.0 * hits / self.n, step=step)
+            if hits == 0:
+                if step != self.ctx.steps:
+                    _copy(_state(self.model), self.slots[i])
+                    self.ctx.rewind(step)
+                self.epochs = epoch
+                return True
+        return False
 
 
 def run_until_forgotten(
@@ -64,35 +144,38 @@ def run_until_forgotten(
     max_epochs: int,
     epoch: Callable[[int], Iterator[None]],
     check_every_step: bool,
+    interval: int | None = None,
 ) -> None:
     """Repeat ``epoch(e)`` (a generator that yields after each optimizer step) until ``check``
     passes, checking after every step or after every epoch, at most ``max_epochs`` epochs.
     Records steps, epochs used and whether the cap was hit in ``ctx``, and traces
     ``objective_unmet`` at every check: the % of D_f not yet meeting the objective (for
-    ``misclassify``, the D_f accuracy) against optimizer steps."""
-    n = max(int(check.targets.numel()), 1)
+    ``misclassify``, the D_f accuracy) against optimizer steps.
 
-    def done() -> bool:
-        hits = int(check.hits(model))
-        ctx.trace("objective_unmet", 100.0 * hits / n)
-        return hits == 0
-
-    epochs = 0
-    if done():
+    The checks run on the device and are read by the host once per ``interval`` checks
+    (default :func:`check_interval`: 1 on the CPU, 8 on CUDA) with an exact roll-back to the
+    first passing check (:class:`DeferredStop`): the result does not depend on ``interval``."""
+    if interval is None:
+        interval = check_interval(model, check.x.device)
+    stop = DeferredStop(model, check, ctx, interval)
+    stop.push(0)
+    if stop.resolve():
         ctx.report("epochs", 0)
         return
     for e in range(max_epochs):
-        epochs = e + 1
         for _ in epoch(e):
             ctx.step()
-            if check_every_step and done():
-                ctx.report("epochs", epochs)
+            if check_every_step and stop.push(e + 1):
+                ctx.report("epochs", stop.epochs)
                 return
-        if not check_every_step and done():
-            ctx.report("epochs", epochs)
+        if not check_every_step and stop.push(e + 1):
+            ctx.report("epochs", stop.epochs)
             return
+    if stop.resolve():
+        ctx.report("epochs", stop.epochs)
+        return
     ctx.cap_hit = True
-    ctx.report("epochs", epochs)
+    ctx.report("epochs", max_epochs)
 
 
 def cycle(make: Callable[[], Iterator]) -> Iterator:
@@ -108,7 +191,7 @@ def cycle(make: Callable[[], Iterator]) -> Iterator:
 
 def other_labels(y: torch.Tensor, num_classes: int, generator: torch.Generator) -> torch.Tensor:
     """A label drawn uniformly from the classes other than ``y``, per element."""
-    shift = torch.randint(1, num_classes, y.shape, generator=generator).to(y.device)
+    shift = runtime.to_device(torch.randint(1, num_classes, y.shape, generator=generator), y.device)
     return (y + shift) % num_classes
 
 

@@ -54,3 +54,9 @@ def pytest_terminal_summary(terminalreporter):
         tr.write_line(
             f"{'RATIO pretraining throughput, ours / reference':58s} {ours[0] / ref[0]:12.2f} x"
         )
+    every, deferred = (RESULTS.get(f"L2UL step + stop check, host read every {n}") for n in (1, 8))
+    if every and deferred:
+        tr.write_line(
+            f"{'RATIO L2UL step time, read every step / every 8':58s} "
+            f"{every[0] / deferred[0]:12.2f} x"
+        )

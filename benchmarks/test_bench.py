@@ -15,6 +15,8 @@
    digits setting (k = 32, seed 0), as the protocol records them.
 3. Evaluation throughput: ``predict`` over the benchmark images; one ``evaluate`` of the
    cheap metrics.
+3b. The L2UL ADV step with its stop check read by the host after every step vs once per 8
+   steps (deferred, with roll-back).
 4. The smoke suite, end to end, as a new user runs it.
 """
 
@@ -187,6 +189,59 @@ def test_evaluation_throughput(benchmark, images, device):
 
 # ---------------------------------------------------------------------------------------------
 # unlearning and evaluation on the smoke suite's setting
+
+
+@pytest.mark.parametrize("interval", [1, 8])
+def test_l2ul_stop_check_interval(benchmark, images, device, interval):
+    """The ADV loop of L2UL (a forget batch of 32 + an adversarial batch of 256 per step, the
+    stop rule checked on all of D_f after every step) with the rule read by the host after
+    every step (interval 1) or once per 8 steps with snapshots and roll-back (interval 8,
+    the CUDA default; ``bench.unlearning.DeferredStop``). The rule is never met here (targets
+    the model does not predict), so both run the same number of steps."""
+    from bench.data.splits import TensorSplit, View
+    from bench.method import Context
+    from bench.spec import Recipe
+    from bench.unlearning import ForgetCheck, run_until_forgotten
+
+    x, y, _ = images
+    forget = View(TensorSplit(x[:32], y[:32]), torch.arange(32), device, "forget")
+    xa = x[32:288].to(device).float().div(255)
+    ya = y[32:288].to(device)
+    model = _model(device)
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+    xf, yf = forget.tensors()
+    never = ForgetCheck(forget, targets=torch.full_like(yf, -1), relabel=True)
+    epochs = 25 if device.type == "cuda" else 1
+    from bench import runtime
+
+    def run():
+        ctx = Context(device, 0, torch.Generator(), Recipe(), 10)
+
+        def epoch(_e):
+            model.train()
+            for _ in range(8):
+                with runtime.autocast(device):
+                    logits = model(torch.cat([xf, xa]))
+                    loss = (
+                        -F.cross_entropy(logits[:32], yf, reduction="sum")
+                        + F.cross_entropy(logits[32:], ya, reduction="sum")
+                    ) / 288
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                yield
+
+        run_until_forgotten(model, ctx, never, epochs, epoch, True, interval=interval)
+        _sync(device)
+        return ctx.steps
+
+    run()  # warm-up
+    steps = benchmark.pedantic(run, rounds=3, iterations=1)
+    ms = 1000 * benchmark.stats.stats.median / steps
+    RESULTS[f"L2UL step + stop check, host read every {interval}"] = (
+        ms,
+        f"ms/step ({_arch(device)}, {steps} steps)",
+    )
 
 
 @pytest.fixture(scope="module")

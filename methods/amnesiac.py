@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
+from bench import runtime
 from bench.method import register_method
 from bench.unlearning import other_labels
 
@@ -68,7 +69,7 @@ def amnesiac(model, data, hp: AmnesiacHP, ctx):
         view = dataclasses.replace(forget, indices=idx[perm], name="forget_relabelled+retain")
         ys = labels[perm]
         for b, (x, _) in enumerate(view.loader(hp.batch_size)):
-            y = ys[b * hp.batch_size : b * hp.batch_size + x.shape[0]].to(x.device)
+            y = runtime.to_device(ys[b * hp.batch_size : b * hp.batch_size + x.shape[0]], x.device)
             loss = F.cross_entropy(model(x), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from bench import runtime
 from bench.method import register_method
 from bench.unlearning import seeded_reset
 
@@ -83,7 +84,9 @@ def run_bad_teacher(
         view = dataclasses.replace(forget, indices=idx[perm], name="forget+retain_subset")
         tags = tag[perm]
         for b, (x, _) in enumerate(view.loader(hp.batch_size)):
-            is_forget = tags[b * hp.batch_size : b * hp.batch_size + x.shape[0]].to(x.device)
+            is_forget = runtime.to_device(
+                tags[b * hp.batch_size : b * hp.batch_size + x.shape[0]], x.device
+            )
             with torch.no_grad():
                 tc, ti = competent(x), incompetent(x)
             loss = unlearner_loss(student(x), is_forget, tc, ti, hp.temperature)

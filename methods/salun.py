@@ -8,6 +8,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from bench import runtime
 from bench.method import register_method
 
 
@@ -116,7 +117,7 @@ def salun(model, data, hp: SalUnHP, ctx):
     for _ in range(hp.epochs):
         for x, y in data.forget.loader(hp.batch_size, shuffle=True, generator=ctx.generator):
             y_rand = torch.randint(0, data.num_classes, y.shape, generator=ctx.generator)
-            step(x, y_rand.to(y.device))
+            step(x, runtime.to_device(y_rand, y.device))
         for x, y in data.retain.loader(hp.batch_size, shuffle=True, generator=ctx.generator):
             step(x, y)
     return model

@@ -86,7 +86,7 @@ def run_scrub(student: nn.Module, teacher: nn.Module, data, hp: ScrubHP, ctx) ->
                 with torch.no_grad():
                     t = teacher(xf)
                 kl = distill_kl(student(xf), t, T)
-                last_max_kl = float(kl.detach())
+                last_max_kl = kl.detach()  # read once at the end: no host sync per step
                 step(-kl)
         for xr, yr in data.retain.loader(hp.retain_batch, shuffle=True, generator=ctx.generator):
             with torch.no_grad():
@@ -94,12 +94,12 @@ def run_scrub(student: nn.Module, teacher: nn.Module, data, hp: ScrubHP, ctx) ->
             out = student(xr)
             kl = distill_kl(out, t, T)
             if first_min_kl is None:
-                first_min_kl = float(kl.detach())
+                first_min_kl = kl.detach()
             step(hp.gamma * F.cross_entropy(out, yr) + hp.alpha * kl)
     if first_min_kl is not None:
-        ctx.report("kl_min_start", first_min_kl)
+        ctx.report("kl_min_start", float(first_min_kl))
     if last_max_kl is not None:
-        ctx.report("kl_max_end", last_max_kl)
+        ctx.report("kl_max_end", float(last_max_kl))
     return student
 
 

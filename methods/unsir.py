@@ -8,6 +8,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from bench import runtime
 from bench.method import register_method
 
 
@@ -73,7 +74,7 @@ def _train(model, x, y, lr, epochs, batch, ctx) -> None:
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     for _ in range(epochs):
         model.train()
-        order = torch.randperm(len(y), generator=ctx.generator).to(y.device)
+        order = runtime.to_device(torch.randperm(len(y), generator=ctx.generator), y.device)
         for s in range(0, len(y), batch):
             i = order[s : s + batch]
             loss = F.cross_entropy(model(x[i]), y[i])

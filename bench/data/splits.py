@@ -58,7 +58,7 @@ class TensorSplit(Split):
 
     def batches(self, indices, batch_size, device, augment="none", crop_padding=4, generator=None):
         x_all, y_all = self.on(device)
-        idx = indices.to(device)
+        idx = runtime.to_device(indices, device)
         for s in range(0, idx.numel(), batch_size):
             b = idx[s : s + batch_size]
             x = to_float(x_all.index_select(0, b))
@@ -77,14 +77,16 @@ def augment_batch(x: Tensor, kind: str, padding: int, generator: torch.Generator
     n, _, h, w = x.shape
     if padding > 0:
         xp = torch.nn.functional.pad(x, (padding,) * 4)
-        off = torch.randint(0, 2 * padding + 1, (n, 2), generator=generator).to(x.device)
+        off = runtime.to_device(
+            torch.randint(0, 2 * padding + 1, (n, 2), generator=generator), x.device
+        )
         rows = (off[:, 0:1] + torch.arange(h, device=x.device)).view(n, 1, h, 1)
         cols = (off[:, 1:2] + torch.arange(w, device=x.device)).view(n, 1, 1, w)
         nidx = torch.arange(n, device=x.device).view(n, 1, 1, 1)
         cidx = torch.arange(x.shape[1], device=x.device).view(1, -1, 1, 1)
         x = xp[nidx, cidx, rows, cols]
     if kind == "crop_flip":
-        flip = (torch.rand(n, generator=generator) < 0.5).to(x.device)
+        flip = runtime.to_device(torch.rand(n, generator=generator) < 0.5, x.device)
         x = torch.where(flip.view(n, 1, 1, 1), x.flip(3), x)
     return x
 
