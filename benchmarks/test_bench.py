@@ -10,14 +10,19 @@
    workers), same model, optimizer, batch size and images, in the same process. Printed as a
    ratio. CIFAR-10 (the JPEG copy, from ``BENCH_DATA`` or ``../shared/data``) when present,
    else random CIFAR-shaped images; on the CPU a 2048-image subset and the small CNN, on a GPU
-   all 50k images and ResNet-18.
+   all 50k images and ResNet-18. Ours runs as the harness does (bf16 autocast and
+   channels_last on CUDA); the reference as the papers' code does (fp32). Also printed: the
+   FLOPs our epoch achieves (``FlopCounterMode``: matmul and convolution, forward + backward)
+   and, on a known GPU, their fraction of its datasheet bf16 dense peak.
 2. Unlearning: wall time and time per optimizer step of every method on the smoke suite's
    digits setting (k = 32, seed 0), as the protocol records them.
 3. Evaluation throughput: ``predict`` over the benchmark images; one ``evaluate`` of the
    cheap metrics.
-3b. The L2UL ADV step with its stop check read by the host after every step vs once per 8
+4. The L2UL ADV step with its stop check read by the host after every step vs once per 8
    steps (deferred, with roll-back).
-4. The smoke suite, end to end, as a new user runs it.
+5. The smoke suite, end to end, as a new user runs it.
+6. On a GPU only: ``l2ul-cifar10``'s six L2UL-family methods end to end (120 runs, pretraining
+   included) with the GPU's mean utilization (``nvidia-smi``).
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ import torch
 from torch.nn import functional as F
 
 from benchmarks.conftest import RESULTS
+from benchmarks.perf import GpuUtilization, bf16_peak_tflops, train_step_flops
 
 ROOT = Path(__file__).resolve().parents[1]
 MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
@@ -107,6 +113,17 @@ def test_pretrain_epoch_ours(benchmark, images, device):
     ips = len(y) / benchmark.stats.stats.median
     RESULTS["pretrain epoch: ours"] = (ips, f"img/s ({_arch(device)}, {len(y)} {src})")
     assert ips > 0
+    # hardware-relative: FLOPs of a training step (forward + backward) x images per second
+    xb, yb = next(iter(view.loader(RECIPE["batch_size"])))
+    per_image = train_step_flops(model, xb, yb) / xb.shape[0]
+    tflops = per_image * ips / 1e12
+    RESULTS["pretrain epoch: ours, achieved"] = (tflops, "TFLOP/s (matmul + conv, fwd + bwd)")
+    peak = bf16_peak_tflops(torch.cuda.get_device_name(0)) if device.type == "cuda" else None
+    if peak:
+        RESULTS["pretrain epoch: ours, fraction of bf16 peak"] = (
+            100 * tflops / peak,
+            f"% of {peak:.0f} TFLOP/s (datasheet, dense)",
+        )
 
 
 class _PILDataset(torch.utils.data.Dataset):
@@ -333,3 +350,44 @@ def test_smoke_suite_wall_time(benchmark, tmp_path):
     benchmark.pedantic(run, rounds=1, iterations=1)
     RESULTS["smoke suite, end to end"] = (benchmark.stats.stats.median, "s (goal: <= 120 s)")
     assert np.isfinite(benchmark.stats.stats.median)
+
+
+#: the issue's end-to-end GPU goal: the six L2UL-family methods of ``l2ul-cifar10`` (the suite
+#: also lists ``retrain``, 20 full retrainings, which the goal leaves out)
+L2UL_SIX = ("finetune", "neggrad", "random_labels", "adv_only", "mas_only", "adv_mas")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="a GPU benchmark (about 15 min)")
+def test_l2ul_cifar10_suite_gpu(benchmark, tmp_path):
+    """``l2ul-cifar10`` end to end on the CIFAR-10 JPEG copy: 6 methods x 4 k x 5 seeds = 120
+    runs, pretraining included (fresh cache), report included; wall time and the GPU's mean
+    utilization over the whole command."""
+    from bench.records import run_status
+    from bench.suites import SUITES
+
+    root = _cifar_root()
+    if root is None:
+        pytest.skip("needs the CIFAR-10 JPEG copy (BENCH_DATA or ../shared/data)")
+    out = tmp_path / "l2ul-cifar10"
+    util = GpuUtilization()
+
+    def run():
+        with util:
+            subprocess.run(
+                [sys.executable, "-m", "bench.run", "--suite", "l2ul-cifar10",
+                 "--method", ",".join(L2UL_SIX), "--data-root", str(root), "--out", str(out),
+                 "--no-progress", "--no-summary"],
+                cwd=ROOT, check=True, timeout=4 * 3600,
+            )  # fmt: skip
+
+    benchmark.pedantic(run, rounds=1, iterations=1)
+    specs = [s for s in SUITES.get("l2ul-cifar10").expand() if s.method in L2UL_SIX]
+    done = sum(run_status(out, s.run_id) == "done" for s in specs)
+    minutes = benchmark.stats.stats.median / 60
+    RESULTS["l2ul-cifar10 (6 methods, 120 runs), end to end"] = (
+        minutes,
+        f"min ({done}/{len(specs)} runs done; goal < 15 min on one H100)",
+    )
+    if util.mean is not None:
+        RESULTS["l2ul-cifar10: mean GPU utilization"] = (util.mean, "% (nvidia-smi, every 0.5 s)")
+    assert done == len(specs) == 120
