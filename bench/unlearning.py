@@ -57,8 +57,8 @@ class ForgetCheck:
 
 #: device memory the deferred stop check may use for model snapshots (see :class:`DeferredStop`)
 SNAPSHOT_BUDGET_BYTES = 2 * 1024**3
-#: host reads of the stop rule on CUDA: one per this many checks (1 on the CPU, where reading a
-#: value costs nothing)
+#: host reads of the stop rule on CUDA: one per this many optimizer steps (1 on the CPU, where
+#: reading a value costs nothing)
 CUDA_CHECK_INTERVAL = 8
 
 
@@ -73,7 +73,7 @@ def _copy(dst: list[torch.Tensor], src: list[torch.Tensor]) -> None:
 
 
 def check_interval(model: nn.Module, device: torch.device) -> int:
-    """Checks per host read for :func:`run_until_forgotten`: 1 on the CPU; on CUDA
+    """Steps per host read for :func:`run_until_forgotten`: 1 on the CPU; on CUDA
     :data:`CUDA_CHECK_INTERVAL`, fewer when that many snapshots of the model would exceed
     :data:`SNAPSHOT_BUDGET_BYTES`."""
     if device.type != "cuda":
@@ -83,18 +83,21 @@ def check_interval(model: nn.Module, device: torch.device) -> int:
 
 
 class DeferredStop:
-    """The stop rule evaluated on the device after every step and read by the host once per
-    ``interval`` checks, with an exact roll-back.
+    """The stop rule evaluated on the device at every check and read by the host once
+    ``interval`` optimizer steps have passed since the last read, with an exact roll-back.
 
     Reading the rule's result after each step (``int(hits)``) makes the host wait for the GPU
     at every step, so it cannot queue the next step's kernels while the current one runs. Here
     each check leaves its hit count on the device and snapshots the model (parameters and
-    buffers, one fused copy); every ``interval`` checks the counts are read in one transfer.
-    If a check passed, the model is restored to the snapshot of the *first* passing check and
-    the context's step count and traces are rewound to it. The model returned is therefore
-    bit-for-bit the one a per-step check gives; the price is at most ``interval - 1``
-    speculative steps per run and ``interval`` model copies of device memory. The optimizer's
-    state is not rolled back: callers stop training once :meth:`push` returns True."""
+    buffers, one fused copy); the pending counts are read in one transfer at the first check
+    at least ``interval`` steps after the last read. If a check passed, the model is restored
+    to the snapshot of the *first* passing check and the context's step count and traces are
+    rewound to it. The model returned is therefore bit-for-bit the one a per-check read gives.
+    The price: about ``interval`` speculative steps at most per run (when checks come after
+    every step, ``interval - 1``), and at most ``interval`` model copies of device memory.
+    Counting steps, not checks, keeps a check per epoch of many steps from running whole
+    epochs past the stop. The optimizer's state is not rolled back: callers stop training
+    once :meth:`push` returns True."""
 
     def __init__(self, model: nn.Module, check: ForgetCheck, ctx: Context, interval: int = 1):
         self.model, self.check, self.ctx = model, check, ctx
@@ -103,7 +106,7 @@ class DeferredStop:
         self.pending: list[tuple[torch.Tensor, int, int]] = []  # (hits, step, epoch)
         self.slots: list[list[torch.Tensor]] = []
         self.epochs = 0  # the epoch count at the first passing check
-        self.reads = 0  # host reads so far
+        self.read_at = ctx.steps  # the step count at the last read
 
     def push(self, epoch: int) -> bool:
         """Evaluate the rule on the current model (tagged with the context's step count and
@@ -117,7 +120,7 @@ class DeferredStop:
             else:
                 _copy(self.slots[i], state)
         self.pending.append((hits, self.ctx.steps, epoch))
-        return len(self.pending) >= self.interval and self.resolve()
+        return self.ctx.steps - self.read_at >= self.interval and self.resolve()
 
     def resolve(self) -> bool:
         """Read the pending checks (one host sync); roll back to the first passing one."""
@@ -125,7 +128,7 @@ class DeferredStop:
             return False
         pending, self.pending = self.pending, []
         values = torch.stack([h for h, _, _ in pending]).tolist()
-        self.reads += 1
+        self.read_at = self.ctx.steps
         for i, (hits, (_, step, epoch)) in enumerate(zip(values, pending)):
             self.ctx.trace("objective_unmet", 100.0 * hits / self.n, step=step)
             if hits == 0:
@@ -152,7 +155,7 @@ def run_until_forgotten(
     ``objective_unmet`` at every check: the % of D_f not yet meeting the objective (for
     ``misclassify``, the D_f accuracy) against optimizer steps.
 
-    The checks run on the device and are read by the host once per ``interval`` checks
+    The checks run on the device and are read by the host about once per ``interval`` steps
     (default :func:`check_interval`: 1 on the CPU, 8 on CUDA) with an exact roll-back to the
     first passing check (:class:`DeferredStop`): the result does not depend on ``interval``."""
     if interval is None:

@@ -34,7 +34,7 @@ class CountdownCheck:
         return (self.goal - model.weight.detach().sum()).clamp_min(0).long()
 
 
-def _toy(goal: float, interval: int, max_epochs: int = 100, steps_per_epoch: int = 3):
+def _toy(goal: float, interval: int, max_epochs=100, steps_per_epoch=3, every_step=True):
     model = nn.Linear(1, 1, bias=False)
     nn.init.zeros_(model.weight)
     model.register_buffer("count", torch.zeros((), dtype=torch.long))
@@ -57,7 +57,7 @@ def _toy(goal: float, interval: int, max_epochs: int = 100, steps_per_epoch: int
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(DeferredStop, "resolve", counting)
         run_until_forgotten(
-            model, ctx, CountdownCheck(goal), max_epochs, epoch, True, interval=interval
+            model, ctx, CountdownCheck(goal), max_epochs, epoch, every_step, interval=interval
         )
     return model, ctx, [n for n in reads if n]
 
@@ -73,6 +73,18 @@ def test_stop_rolls_back_to_the_first_passing_step(interval):
     # one read for the initial check, then one per `interval` checks
     assert len(reads) == 1 + -(-5 // interval)
     assert reads[0] == 1 and all(n <= interval for n in reads)
+
+
+def test_checks_per_epoch_are_read_once_interval_steps_have_passed():
+    # checks after epochs of 2 steps (steps 2, 4, 6, ...), a read once 5 steps have passed:
+    # the read at step 6 sees steps 2, 4, 6; the goal was met at step 4 (w = 4 >= 3)
+    model, ctx, reads = _toy(goal=3, interval=5, steps_per_epoch=2, every_step=False)
+    assert reads == [1, 3]
+    assert ctx.steps == 4 and ctx.extra["epochs"] == 2 and ctx.rewound
+    assert float(model.weight.detach()) == 4.0 and int(model.count) == 4
+    # epochs longer than the interval: every check is read at once, nothing to roll back
+    model, ctx, reads = _toy(goal=7, interval=2, steps_per_epoch=4, every_step=False)
+    assert reads == [1, 1, 1] and ctx.steps == 8 and not ctx.rewound
 
 
 def test_cap_with_a_partial_window_reads_the_last_checks():
