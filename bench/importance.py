@@ -116,7 +116,13 @@ class MASPenalty:
     ``theta0`` = detached copies of ``model``'s parameters at construction (the pretrained
     weights); ``omega_hat`` = normalized importance (:func:`normalize_importance`), one tensor
     per named parameter. Parameters only: BatchNorm running statistics are buffers and are not
-    regularized. Calling the penalty on the model returns a differentiable 0-d tensor.
+    regularized. Calling the penalty on the model returns a differentiable 0-d tensor;
+    :meth:`add_grad` adds its gradient, lam * (1 - omega_hat) * (theta - theta0), to the
+    parameters' ``.grad`` directly with two fused operations (``torch._foreach_sub``,
+    ``torch._foreach_addcmul_``). The L2UL loop uses the latter: the same update as
+    back-propagating the penalty (up to rounding in the last bits) with a few kernels instead
+    of about nine per parameter tensor, which on a GPU is launch overhead comparable to the
+    network's own step.
     """
 
     def __init__(self, model: nn.Module, omega_hat: Mapping[str, Tensor], lam: float = 1.0):
@@ -141,6 +147,25 @@ class MASPenalty:
                 f"no importance for parameters: {', '.join(missing[:5])}"
                 + (" ..." if len(missing) > 5 else "")
             )
+
+    def add_grad(self, model: nn.Module) -> None:
+        """``p.grad += lam * (1 - omega_hat) * (p - theta0)`` for every regularized parameter
+        (a parameter without a gradient gets the penalty's alone), after ``backward()`` of
+        the rest of the loss and before the optimizer step."""
+        names, params = [], []
+        for name, p in model.named_parameters():
+            if name not in self.theta0:
+                raise KeyError(f"parameter {name!r} was not in the model the penalty was built on")
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+            names.append(name)
+            params.append(p)
+        if not params:
+            return
+        diffs = torch._foreach_sub([p.detach() for p in params], [self.theta0[n] for n in names])
+        torch._foreach_addcmul_(
+            [p.grad for p in params], [self.weight[n] for n in names], diffs, value=self.lam
+        )
 
     def __call__(self, model: nn.Module) -> Tensor:
         total = None

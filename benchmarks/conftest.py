@@ -60,3 +60,8 @@ def pytest_terminal_summary(terminalreporter):
             f"{'RATIO L2UL step time, read every step / every 8':58s} "
             f"{every[0] / deferred[0]:12.2f} x"
         )
+    autograd, fused = (RESULTS.get(f"MAS penalty gradient, {h}") for h in ("autograd", "fused"))
+    if autograd and fused:
+        tr.write_line(
+            f"{'RATIO MAS penalty gradient, autograd / fused':58s} {autograd[0] / fused[0]:12.2f} x"
+        )

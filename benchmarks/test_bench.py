@@ -19,7 +19,7 @@
 3. Evaluation throughput: ``predict`` over the benchmark images; one ``evaluate`` of the
    cheap metrics.
 4. The L2UL ADV step with its stop check read by the host after every step vs once per 8
-   steps (deferred, with roll-back).
+   steps (deferred, with roll-back); the MAS penalty's gradient back-propagated vs fused.
 5. The smoke suite, end to end, as a new user runs it.
 6. On a GPU only: ``l2ul-cifar10``'s six L2UL-family methods end to end (120 runs, pretraining
    included) with the GPU's mean utilization (``nvidia-smi``).
@@ -258,6 +258,38 @@ def test_l2ul_stop_check_interval(benchmark, images, device, interval):
     RESULTS[f"L2UL step + stop check, host read every {interval}"] = (
         ms,
         f"ms/step ({_arch(device)}, {steps} steps)",
+    )
+
+
+@pytest.mark.parametrize("how", ["autograd", "fused"])
+def test_mas_penalty_gradient(benchmark, device, how):
+    """The MAS penalty's gradient for one L2UL step (mas_only, adv_mas): back-propagated through
+    the penalty's value (the official code) or added to ``.grad`` with two fused foreach
+    operations (``MASPenalty.add_grad``, what the harness does)."""
+    from bench.importance import MASPenalty
+
+    model = _model(device)
+    params = dict(model.named_parameters())
+    omega = {n: torch.rand_like(p) for n, p in params.items()}
+    penalty = MASPenalty(model, omega, 1.0)
+    with torch.no_grad():
+        for p in params.values():
+            p.add_(0.01)
+    for p in params.values():
+        p.grad = torch.zeros_like(p)
+
+    def run():
+        if how == "autograd":
+            penalty(model).backward()
+        else:
+            penalty.add_grad(model)
+        _sync(device)
+
+    run()
+    benchmark.pedantic(run, rounds=20, iterations=5)
+    RESULTS[f"MAS penalty gradient, {how}"] = (
+        1000 * benchmark.stats.stats.median,
+        f"ms per step ({_arch(device)}, {len(params)} parameter tensors)",
     )
 
 

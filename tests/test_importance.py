@@ -196,3 +196,27 @@ def test_penalty_from_normalized_mas_ignores_buffers():
     assert pen(model).item() == pytest.approx(expected.item(), rel=1e-5)
     with pytest.raises(ValueError):
         MASPenalty(model, {"0.weight": omega_hat["0.weight"]})
+
+
+def test_add_grad_equals_the_penalty_backpropagated():
+    model = _bn_model()
+    x, y = _data(8, seed=7)
+    omega_hat = normalize_importance(mas_importance(model, (x, y), batch_size=4))
+    pen = MASPenalty(model, omega_hat, lam=3.0)
+    with torch.no_grad():
+        for i, p in enumerate(model.parameters()):
+            p.add_(0.05 * (i + 1))
+    loss = torch.nn.functional.cross_entropy(model(x), y)
+    (loss + pen(model)).backward()
+    expected = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad(set_to_none=True)
+    torch.nn.functional.cross_entropy(model(x), y).backward()
+    pen.add_grad(model)
+    for p, g in zip(model.parameters(), expected):
+        torch.testing.assert_close(p.grad, g, rtol=1e-5, atol=1e-7)
+    # a parameter the loss did not reach gets the penalty's gradient alone
+    model.zero_grad(set_to_none=True)
+    pen.add_grad(model)
+    (alone,) = torch.autograd.grad(pen(model), [next(model.parameters())])
+    torch.testing.assert_close(next(model.parameters()).grad, alone)
+    assert any(g.abs().sum() > 0 for g in expected)
