@@ -16,7 +16,7 @@ from bench.method import Context, UnlearnData, Withheld, make_hparams
 from bench.spec import Recipe
 from methods.amnesiac import amnesiac, wrong_labels
 from methods.bad_teacher import incompetent_teacher, run_bad_teacher
-from methods.l1_sparse import l1_norm, l1_sparse, l1_weight
+from methods.l1_sparse import add_l1_grad, l1_norm, l1_sparse, l1_weight
 from methods.salun import saliency_mask, salun
 from methods.scrub import _lr_at, distill_kl, run_scrub, scrub
 from methods.ssd import dampen, ssd
@@ -253,3 +253,18 @@ def test_amnesiac_labels_are_wrong_and_seeded():
     data, ctx = toy_data(), toy_ctx()
     amnesiac(linear(), data, make_hparams("amnesiac", {"batch_size": 16}), ctx)
     assert ctx.extra["relabel_changed"] == 1.0 and ctx.steps == 3 * 3  # 48 rows / 16, 3 epochs
+
+
+def test_add_l1_grad_equals_the_norm_backpropagated():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.BatchNorm1d(3))
+    with torch.no_grad():
+        model[0].weight[0, 0] = 0.0  # |.| at 0: autograd's subgradient is 0
+    x, y = torch.randn(6, 4), torch.randint(0, 3, (6,))
+    (F.cross_entropy(model(x), y) + 0.3 * l1_norm(model)).backward()
+    expected = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad(set_to_none=True)
+    F.cross_entropy(model(x), y).backward()
+    add_l1_grad(model, 0.3)
+    for p, g in zip(model.parameters(), expected):
+        torch.testing.assert_close(p.grad, g, rtol=0, atol=1e-7)
