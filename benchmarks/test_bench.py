@@ -215,6 +215,7 @@ def test_l2ul_stop_check_interval(benchmark, images, device, interval):
     every step (interval 1) or once per 8 steps with snapshots and roll-back (interval 8,
     the CUDA default; ``bench.unlearning.DeferredStop``). The rule is never met here (targets
     the model does not predict), so both run the same number of steps."""
+    from bench import runtime
     from bench.data.splits import TensorSplit, View
     from bench.method import Context
     from bench.spec import Recipe
@@ -229,7 +230,6 @@ def test_l2ul_stop_check_interval(benchmark, images, device, interval):
     xf, yf = forget.tensors()
     never = ForgetCheck(forget, targets=torch.full_like(yf, -1), relabel=True)
     epochs = 25 if device.type == "cuda" else 1
-    from bench import runtime
 
     def run():
         ctx = Context(device, 0, torch.Generator(), Recipe(), 10)
