@@ -110,41 +110,75 @@ def test_klom_identical_samples_is_zero():
     assert np.abs(out).max() < 1e-12
 
 
-def test_klom_two_bins_hand_computed_and_argument_order():
-    # bins=2 over the joint range [0, 1]: edges 0, 0.5, 1 (last bin closed)
-    oracle = np.array([[0.0], [1.0]])  # Q = (1/2, 1/2)
-    unlearned = np.array([[0.0], [0.0], [0.0], [1.0]])  # P = (3/4, 1/4)
-    kl_pq = 0.75 * math.log(0.75 / 0.5) + 0.25 * math.log(0.25 / 0.5)  # 0.1308
-    kl_qp = 0.5 * math.log(0.5 / 0.75) + 0.5 * math.log(0.5 / 0.25)  # 0.1438
-    got = S.klom(oracle, unlearned, bins=2)
-    assert got[0] == pytest.approx(kl_pq, abs=1e-12)  # KL(unlearned || oracle)
-    swapped = S.klom(unlearned, oracle, bins=2)
-    assert swapped[0] == pytest.approx(kl_qp, abs=1e-12)
-    assert abs(kl_pq - kl_qp) > 0.01
+def test_klom_two_bins_hand_computed_and_directions():
+    # bins=2 over the joint range [0, 1]: edges 0, 0.5, 1; closed last bin counts every sample
+    oracle = np.array([[0.0], [1.0]])  # O = (1/2, 1/2)
+    unlearned = np.array([[0.0], [0.0], [0.0], [1.0]])  # U = (3/4, 1/4)
+    kl_uo = 0.75 * math.log(0.75 / 0.5) + 0.25 * math.log(0.25 / 0.5)  # 0.1308
+    kl_ou = 0.5 * math.log(0.5 / 0.75) + 0.5 * math.log(0.5 / 0.25)  # 0.1438
+    closed = {"bins": 2, "binning": "closed"}
+    got = S.klom(oracle, unlearned, **closed)
+    assert got[0] == pytest.approx(kl_ou, abs=1e-12)  # default direction: KL(oracle || unlearned)
+    reverse = S.klom(oracle, unlearned, direction="unlearned||oracle", **closed)
+    assert reverse[0] == pytest.approx(kl_uo, abs=1e-12)
+    swapped = S.klom(unlearned, oracle, direction="unlearned||oracle", **closed)
+    assert swapped[0] == pytest.approx(kl_ou, abs=1e-12)
+    assert abs(kl_uo - kl_ou) > 0.01
+
+
+def test_klom_default_is_the_published_pipeline_on_a_peaked_oracle():
+    """data-unlearning-bench's run.py computes KL(oracle || unlearned) with np.digitize bins;
+    on a peaked oracle the former default KL(unlearned || oracle), closed, is ~12x larger."""
+    oracle = np.zeros((4, 1))  # every oracle margin at 0: O = (1, 0)
+    unlearned = np.array([[0.0], [0.2], [0.8], [1.0]])
+    # digitize on edges 0, 0.5, 1 drops the 1.0 (joint maximum): U = (2/3, 1/3)
+    published = math.log(1.5)  # KL(O || U) = 1 * ln(1 / (2/3))
+    assert S.klom(oracle, unlearned, bins=2)[0] == pytest.approx(published, abs=1e-12)
+    # former default: KL(U || O') with U = (1/2, 1/2) (1.0 counted), O' = (1, eps) / (1 + eps)
+    eps = 1e-5
+    former = 0.5 * math.log(0.5 * (1 + eps)) + 0.5 * math.log(0.5 * (1 + eps) / eps)
+    got = S.klom(oracle, unlearned, bins=2, direction="unlearned||oracle", binning="closed")
+    assert got[0] == pytest.approx(former, abs=1e-12)
+    assert former - published > 4.5
 
 
 @pytest.mark.parametrize("eps", [1e-5, 1e-3])
 def test_klom_eps_smoothing_hand_computed(eps):
-    oracle = np.zeros((3, 1))  # Q = (1, 0)
-    unlearned = np.array([[0.0], [1.0]])  # P = (1/2, 1/2)
-    # Q' = (1, eps) / (1 + eps)
+    oracle = np.array([[0.0], [1.0]])  # kept by digitize: {0} -> O = (1, 0)
+    unlearned = np.zeros((3, 1))  # U = (1, 0)
+    assert S.klom(oracle, unlearned, bins=2, eps=eps)[0] == pytest.approx(0.0, abs=1e-12)
+    oracle = np.array([[0.0], [0.6], [1.0]])  # kept: {0, 0.6} -> O = (1/2, 1/2)
+    unlearned = np.array([[0.0], [0.1], [1.0]])  # kept: {0, 0.1} -> U = (1, 0)
+    # U' = (1, eps) / (1 + eps)
     want = 0.5 * math.log(0.5 * (1 + eps)) + 0.5 * math.log(0.5 * (1 + eps) / eps)
     assert S.klom(oracle, unlearned, bins=2, eps=eps)[0] == pytest.approx(want, abs=1e-12)
 
 
-def test_klom_reference_binning_drops_joint_maximum():
+def test_klom_digitize_drops_joint_maximum_and_closed_keeps_it():
     oracle = np.array([[0.0], [1.0]])
     unlearned = np.array([[0.0], [0.0], [0.0], [1.0]])
-    # np.digitize drops both 1.0 samples: P = (1, 0), Q = (1, 0) -> 0
-    assert S.klom(oracle, unlearned, bins=2, reference_binning=True)[0] == pytest.approx(0.0)
-    oracle = np.array([[0.0], [0.4], [1.0]])  # kept: {0, 0.4} -> Q = (1, 0)
-    unlearned = np.array([[0.0], [0.6], [1.0]])  # kept: {0, 0.6} -> P = (1/2, 1/2)
+    # np.digitize drops both 1.0 samples: O = (1, 0), U = (1, 0) -> 0
+    assert S.klom(oracle, unlearned, bins=2)[0] == pytest.approx(0.0)
+    oracle = np.array([[0.0], [0.4], [1.0]])  # kept: {0, 0.4} -> O = (1, 0)
+    unlearned = np.array([[0.0], [0.6], [1.0]])  # kept: {0, 0.6} -> U = (1/2, 1/2)
+    assert S.klom(oracle, unlearned, bins=2)[0] == pytest.approx(math.log(2.0))
+    # closed counts every sample: O = (2/3, 1/3), U = (1/3, 2/3)
+    want = (2 / 3) * math.log(2.0) + (1 / 3) * math.log(0.5)
+    assert S.klom(oracle, unlearned, bins=2, binning="closed")[0] == pytest.approx(want, abs=1e-12)
+
+
+def test_klom_reference_corner_cases():
     eps = 1e-5
-    want = 0.5 * math.log(0.5 * (1 + eps)) + 0.5 * math.log(0.5 * (1 + eps) / eps)
-    assert S.klom(oracle, unlearned, bins=2, reference_binning=True)[0] == pytest.approx(want)
-    # the default counts every sample: P = (1/3, 2/3), Q = (2/3, 1/3)
-    want = (1 / 3) * math.log(0.5) + (2 / 3) * math.log(2.0)
-    assert S.klom(oracle, unlearned, bins=2)[0] == pytest.approx(want, abs=1e-12)
+    # every oracle margin at the joint maximum (clipped at +100): no oracle sample is binned,
+    # so the reference's KL is NaN; in the other direction the oracle side is empty instead
+    oracle = np.full((3, 1), 150.0)
+    unlearned = np.array([[99.0], [99.5], [100.0]])
+    assert np.isnan(S.klom(oracle, unlearned, bins=2)[0])
+    # U = (1, 0) over the kept {99, 99.5}; O all zero -> O' uniform over U's support -> 0
+    assert S.klom(oracle, unlearned, bins=2, direction="unlearned||oracle")[0] == 0.0
+    unlearned = np.array([[99.0], [99.9], [100.0]])  # kept: U = (1/2, 1/2): ln 2 - H(U) = 0
+    got = S.klom(oracle, unlearned, bins=2, direction="unlearned||oracle", eps=eps)[0]
+    assert got == pytest.approx(0.0, abs=1e-12)
 
 
 def test_klom_grows_with_shift():
@@ -161,8 +195,11 @@ def test_klom_constant_samples_are_finite():
     same = S.klom(np.full((4, 2), 3.0), np.full((5, 2), 3.0))
     assert np.array_equal(same, [0.0, 0.0])
     eps = 1e-5
+    # every unlearned sample at the joint maximum is dropped: U empty, O = (1, 0, ...)
     diff = S.klom(np.zeros((4, 1)), np.full((5, 1), 2.0), eps=eps)
     assert np.isfinite(diff).all()
+    assert diff[0] == pytest.approx(0.0, abs=1e-12)
+    diff = S.klom(np.zeros((4, 1)), np.full((5, 1), 2.0), eps=eps, binning="closed")
     assert diff[0] == pytest.approx(math.log((1 + eps) / eps), abs=1e-9)
 
 
@@ -170,7 +207,7 @@ def test_klom_clip_and_input_types():
     oracle = torch.full((6, 3), 500.0)
     unlearned = torch.full((4, 3), 1e6, dtype=torch.float64)
     assert np.array_equal(S.klom(oracle, unlearned, clip=100.0), np.zeros(3))  # both at 100
-    assert (S.klom(oracle, unlearned, clip=1e7) > 11).all()
+    assert (S.klom(oracle, unlearned, clip=1e7, binning="closed") > 11).all()
 
 
 @pytest.mark.parametrize(
@@ -181,6 +218,8 @@ def test_klom_clip_and_input_types():
         (np.zeros((3, 2)), np.zeros((3, 2)), {"bins": 0}, "bins"),
         (np.zeros((3, 2)), np.zeros((3, 2)), {"eps": 0.0}, "eps"),
         (np.zeros((3, 2)), np.zeros((3, 2)), {"clip": -1.0}, "clip"),
+        (np.zeros((3, 2)), np.zeros((3, 2)), {"direction": "p||q"}, "direction"),
+        (np.zeros((3, 2)), np.zeros((3, 2)), {"binning": "histogram"}, "binning"),
         (np.zeros((3, 2)), np.full((3, 2), np.nan), {}, "NaN"),
         (np.zeros((0, 2)), np.zeros((3, 2)), {}, "empty"),
     ],

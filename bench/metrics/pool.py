@@ -15,6 +15,8 @@ stage; large splits are subsampled (seeded) to :data:`MAX_POINTS` points.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
@@ -78,11 +80,18 @@ def zrf_metric(ev: EvalInput) -> Rows:
 
 @register_metric("klom", ideal="0", cost="expensive")
 def klom_metric(ev: EvalInput) -> Rows:
-    """KLOM (Georgiev et al. 2024, "Attribute-to-Delete"): per point, the binned KL (20 bins,
-    margins clipped to +-100) of the margins of M unlearned models against those of K oracle
-    models (KL(unlearned || oracle), nats); rows ``klom`` (mean over points) and ``klom_p95``
-    (95th percentile, the paper's headline) on D_f, D_r and test (D_r and test subsampled to
-    2,000 points). 0 = indistinguishable from retraining. Needs ``pool_size`` >= 2."""
+    """KLOM (Georgiev et al. 2024, "Attribute-to-Delete") as published
+    (RoyRin/data-unlearning-bench @ eb261f9, ``run.py``): per point, the binned KL (20
+    ``np.digitize`` bins over the joint range, margins clipped to +-100, eps 1e-5) of the
+    margins of K oracle models against those of M unlearned models, KL(oracle || unlearned)
+    in nats (:func:`bench.metrics.scores.klom`). Rows on D_f, D_r and test (D_r and test
+    subsampled to 2,000 points): ``klom`` (mean over points), ``klom_p95`` (95th percentile,
+    the paper's headline); ``klom_undefined`` (fraction of points without a value, left out
+    of both: the reference's NaN, where every oracle margin sits at the joint maximum, e.g.
+    clipped at +100 while an unlearned margin is lower); and ``klom_reverse`` /
+    ``klom_reverse_p95``, the harness's former definition (KL(unlearned || oracle), last bin
+    closed, every point defined), kept for comparison with older records. 0 =
+    indistinguishable from retraining. Needs ``pool_size`` >= 2."""
     if not _pool_ready(ev):
         return []
     rows: Rows = []
@@ -94,9 +103,19 @@ def klom_metric(ev: EvalInput) -> Rows:
         mu = margins(_take(ev.replica_logits(split), pick).double().numpy(), y)
         mo = margins(_take(ev.oracle_logits(split), pick).double().numpy(), y)
         per_point = klom(mo, mu)
+        defined = per_point[~np.isnan(per_point)]
+        mean, p95 = (
+            (float(defined.mean()), float(np.percentile(defined, 95)))
+            if defined.size
+            else (math.nan, math.nan)
+        )
+        reverse = klom(mo, mu, direction="unlearned||oracle", binning="closed")
         rows += [
-            (split, "klom", float(per_point.mean())),
-            (split, "klom_p95", float(np.percentile(per_point, 95))),
+            (split, "klom", mean),
+            (split, "klom_p95", p95),
+            (split, "klom_undefined", float(np.isnan(per_point).mean())),
+            (split, "klom_reverse", float(reverse.mean())),
+            (split, "klom_reverse_p95", float(np.percentile(reverse, 95))),
         ]
     return rows
 

@@ -5,8 +5,9 @@ Definitions follow these papers and their reference implementations (read for th
 definitions, not copied):
 
 * Margins and KLOM: Georgiev et al. 2024, "Attribute-to-Delete: Machine Unlearning via Datamodel
-  Matching"; reference ``RoyRin/data-unlearning-bench`` (``eval.py``: ``get_margin``,
-  ``compute_binned_KL_div``, ``kl_from_margins``). :func:`margins`, :func:`klom`.
+  Matching"; reference ``RoyRin/data-unlearning-bench`` @ eb261f9 (``eval.py``: ``get_margin``,
+  ``compute_binned_KL_div``, ``kl_from_margins``; ``run.py``: ``load_klom``, the call whose
+  argument order fixes the published direction). :func:`margins`, :func:`klom`.
 * Logit-scaled confidence and the per-example epsilon score of the NeurIPS 2023 Machine
   Unlearning challenge: Triantafillou et al. 2024, "Are we making progress in unlearning?
   Findings from the first NeurIPS unlearning competition" and the challenge's metric note;
@@ -162,6 +163,12 @@ def logit_scaled_confidence(logits, labels) -> np.ndarray:
 # KLOM
 
 
+#: KL directions of :func:`klom`: the published one first (the default)
+KLOM_DIRECTIONS = ("oracle||unlearned", "unlearned||oracle")
+#: binnings of :func:`klom`: the reference's ``np.digitize`` first (the default)
+KLOM_BINNINGS = ("digitize", "closed")
+
+
 def klom(
     oracle_margins,
     unlearned_margins,
@@ -169,7 +176,8 @@ def klom(
     clip: float = 100.0,
     eps: float = 1e-5,
     *,
-    reference_binning: bool = False,
+    direction: str = "oracle||unlearned",
+    binning: str = "digitize",
 ) -> np.ndarray:
     """KLOM (KL divergence Of Margins) per example, shape ``(N,)``; 0 means unlearned.
 
@@ -177,25 +185,34 @@ def klom(
     models on N examples; ``unlearned_margins`` is ``(M, N)``: the same examples under M
     unlearned models (M and K may differ). For each example n, both samples are clipped to
     ``[-clip, clip]``; ``bins`` equal-width bins span the joint range ``[min, max]`` of the two
-    clipped samples (if that range is empty, ``[min, min + 1]``); P and Q are the bin
-    frequencies of the unlearned and the oracle sample; Q is smoothed as
-    ``Q' = where(P > 0, max(Q, eps), Q)`` and renormalised to sum 1; and
+    clipped samples (if that range is empty, ``[min, min + 1]``); O and U are the bin
+    frequencies of the oracle and the unlearned sample. With ``(P, Q) = (O, U)`` (default,
+    ``direction="oracle||unlearned"``) or ``(U, O)`` (``"unlearned||oracle"``), Q is smoothed
+    as ``Q' = where(P > 0, max(Q, eps), Q)``, renormalised to sum 1, and
 
         KLOM_n = KL(P || Q') = sum_b P_b ln(P_b / Q'_b)   (nats).
 
-    Argument order and smoothing follow the reference (data-unlearning-bench ``kl_from_margins``
-    calls ``compute_binned_KL_div(unlearned, oracle)`` i.e. KL(unlearned || oracle), and the
-    renormalisation of Q' is what its ``scipy.stats.entropy`` call does). With ``eps > 0``
-    every value is finite; the maximum is about ``ln(1/eps)`` (11.5 nats at 1e-5).
+    The defaults are the pipeline whose numbers are published (data-unlearning-bench @
+    eb261f9, ``run.py`` ``load_klom`` and ``eval.py``): ``run.py`` calls
+    ``kl_from_margins(oracle_margins, margins)``, whose parameters are named
+    ``(all_unlearned_margins, all_oracle_margins)``, so ``compute_binned_KL_div(p, q)`` gets
+    the oracle sample as p: published KLOM is KL(oracle || unlearned). Its bins come from
+    ``np.digitize`` on the ``linspace`` edges, half-open ``[e_b, e_{b+1})``, so the samples
+    equal to the joint maximum fall outside every bin and are dropped (frequencies are taken
+    over the samples kept); ``binning="digitize"`` does the same. Smoothing and the
+    renormalisation of Q' are its ``scipy.stats.entropy`` call. Corner cases as in the
+    reference: NaN when every P-side sample sits at the joint maximum (e.g. all oracle margins
+    clipped at +clip while an unlearned one is lower); when every Q-side sample does, Q' is
+    uniform over the support of P. With ``eps > 0`` every other value is finite, at most about
+    ``ln(1/eps)`` (11.5 nats at 1e-5).
 
-    Deviation: the reference bins with ``np.digitize`` on half-open bins ``[e_b, e_{b+1})`` and
-    so silently drops the samples equal to the joint maximum (frequencies are then taken over
-    the samples kept); here the last bin is closed (``np.histogram`` convention), so every
-    sample is counted. On Gaussian margins with K = M = 100 this changes single values by up
-    to about 0.2 nats. ``reference_binning=True`` reproduces the reference's dropping exactly,
-    including its corner cases: NaN when every unlearned sample sits at the joint maximum,
-    and an all-zero oracle histogram (so a KLOM of 0) when every oracle sample does. The
-    reference also requires M == K; here they may differ.
+    ``direction="unlearned||oracle", binning="closed"`` is this harness's former definition
+    (the direction the reference's parameter names suggest, and a closed last bin as in
+    ``np.histogram``, so every sample counts); on peaked margin distributions the two
+    directions differ by several nats. Deviations: M and K may differ (the reference asserts
+    M == K), and margins and edges are float64 (the reference's float32 margins give float32
+    ``linspace`` edges under NumPy 2, which can move a sample lying within float32 rounding of
+    an edge).
     """
     q_s = _finite_f64(oracle_margins, "oracle_margins", 2)
     p_s = _finite_f64(unlearned_margins, "unlearned_margins", 2)
@@ -211,12 +228,16 @@ def klom(
     eps = float(eps)
     if not 0 < eps < 1:
         raise ValueError(f"eps must be in (0, 1), got {eps}")
+    if direction not in KLOM_DIRECTIONS:
+        raise ValueError(f"direction must be one of {KLOM_DIRECTIONS}, got {direction!r}")
+    if binning not in KLOM_BINNINGS:
+        raise ValueError(f"binning must be one of {KLOM_BINNINGS}, got {binning!r}")
     q_s = np.clip(q_s, -clip, clip)
     p_s = np.clip(p_s, -clip, clip)
     lo = np.minimum(q_s.min(0), p_s.min(0))
     hi = np.maximum(q_s.max(0), p_s.max(0))
     hi = np.where(lo >= hi, lo + 1.0, hi)
-    edges = np.linspace(lo, hi, bins + 1, axis=1)  # (N, bins + 1)
+    edges = np.linspace(lo, hi, bins + 1, axis=1)  # (N, bins + 1); last edge == hi exactly
 
     def hist(sample: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(S, N) sample -> (N, bins) frequencies and (N,) 'any sample counted'."""
@@ -230,18 +251,23 @@ def klom(
         down = np.take_along_axis(e_t, idx, axis=0)
         idx = np.where((sample < down) & (idx > 0), idx - 1, idx)
         flat = idx + np.arange(n_pts)[None, :] * bins
-        if reference_binning:  # np.digitize drops samples at the joint maximum
+        if binning == "digitize":  # np.digitize drops samples at the joint maximum
             flat = flat[sample < hi]
         counts = np.bincount(flat.ravel(), minlength=n_pts * bins).reshape(n_pts, bins)
         total = counts.sum(1, keepdims=True)
         return counts / np.maximum(total, 1), total[:, 0] > 0
 
-    p, p_any = hist(p_s)
-    q, _ = hist(q_s)  # an oracle side with no counted sample is all zeros, as in the reference
+    oracle, oracle_any = hist(q_s)
+    unlearned, unlearned_any = hist(p_s)
+    if direction == "oracle||unlearned":
+        p, p_any, q = oracle, oracle_any, unlearned
+    else:
+        p, p_any, q = unlearned, unlearned_any, oracle
+    # a Q side with no counted sample is all zeros, as in the reference
     q = np.where(p > 0, np.maximum(q, eps), q)
-    q = q / q.sum(1, keepdims=True)
+    q = q / np.where(p_any, q.sum(1), 1.0)[:, None]
     out = rel_entr(p, q).sum(1)
-    return np.where(p_any, out, np.nan)  # only reachable with reference_binning
+    return np.where(p_any, out, np.nan)  # only reachable with binning="digitize"
 
 
 # ---------------------------------------------------------------------------------------
