@@ -290,7 +290,15 @@ CHEAP_METRICS = (
     "mia_entropy_shadow",
 )
 #: metrics that retrain models (oracle pool), rerun the method, or fine-tune: named by suites
-EXPENSIVE_METRICS = ("klom", "challenge_score", "fqs", "ulira", "relearn_time", "representation")
+EXPENSIVE_METRICS = (
+    "klom",
+    "challenge_score",
+    "fqs",
+    "ulira",
+    "relearn_time",
+    "representation",
+    "mia_entropy_shadow_svc",
+)
 
 # Nabla-tau (Trippa et al. 2024, spec section 3): random-subset forgetting of 3 / 15 / 30 % of
 # train, a validation split for L_v (held out of train: 10 %; the notebooks use half of the

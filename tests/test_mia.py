@@ -111,8 +111,25 @@ def test_entropy_mia_shadow():
     assert abs(0.5 * (on_members + 1 - on_nonmembers) - 0.5) < CHANCE_TOL / 2
     # separated: members have low entropy
     r, t = rng.uniform(0, 0.5, n), rng.uniform(1, 2, 500)
-    assert mia.entropy_mia_shadow(r, t, rng.uniform(0, 0.5, 100)) > 0.98
-    assert mia.entropy_mia_shadow(r, t, rng.uniform(1, 2, 100)) < 0.02
+    for classifier in mia.ENTROPY_SHADOW_CLASSIFIERS:
+        assert mia.entropy_mia_shadow(r, t, rng.uniform(0, 0.5, 100), classifier) > 0.98
+        assert mia.entropy_mia_shadow(r, t, rng.uniform(1, 2, 100), classifier) < 0.02
+
+
+def test_entropy_mia_shadow_svc_is_unbalanced_and_capped():
+    # Bad Teacher's SVC has no class weights: with 9x more members than non-members on one
+    # identical distribution it calls (almost) everything a member; the balanced LogReg does not
+    rng = np.random.default_rng(5)
+    r, t, f = rng.exponential(size=900), rng.exponential(size=100), rng.exponential(size=200)
+    assert mia.entropy_mia_shadow(r, t, f, "svc") > 0.95
+    assert mia.entropy_mia_shadow(r, t, f, "logreg") < 0.9
+    capped = mia.entropy_mia_shadow(r, t, f, "svc", max_rows=100)  # 100 per side: balanced
+    assert capped < 0.9
+    assert capped == mia.entropy_mia_shadow(r, t, f, "svc", max_rows=100)  # seeded
+    with pytest.raises(ValueError, match="classifier"):
+        mia.entropy_mia_shadow(r, t, f, "forest")
+    with pytest.raises(ValueError, match="max_rows"):
+        mia.entropy_mia_shadow(r, t, f, "svc", max_rows=0)
 
 
 def _logits(n: int, scale: float, gen: torch.Generator, c: int = 10):
@@ -135,6 +152,39 @@ def test_svc_mia_efficacy_known_answers():
         assert like_test > 0.8, feature
     with pytest.raises(ValueError):
         mia.svc_mia_efficacy(*retain, *test, *retain, feature="nope")
+
+
+def test_svc_mia_efficacy_uses_the_first_test_size_retain_rows():
+    """Unlearn-Sparse / SalUn take the first |D_test| rows of D_r as members and all of D_test
+    as non-members; a seeded random subset of D_r (the former protocol) gives another SVC."""
+    conf_logit = np.log([0.99 / 0.01, 0.6 / 0.4, 0.3 / 0.7])  # margins for p_y 0.99, 0.6, 0.3
+
+    def rows(margin: float, n: int):
+        return torch.tensor([[margin, 0.0]] * n), torch.zeros(n, dtype=torch.long)
+
+    first, rest = rows(conf_logit[0], 100), rows(conf_logit[1], 200)
+    retain = (torch.cat([first[0], rest[0]]), torch.cat([first[1], rest[1]]))
+    test, forget = rows(conf_logit[2], 100), rows(conf_logit[1], 10)
+    # members at p_y = 0.99 vs non-members at 0.3: D_f at 0.6 lies on the non-member side
+    assert mia.svc_mia_efficacy(*retain, *test, *forget) == 1.0
+    # members drawn from all of D_r are mostly at 0.6: D_f looks like members
+    assert mia.svc_mia_efficacy(*first, *test, *forget) == 1.0
+    assert mia.svc_mia_efficacy(*rest, *test, *forget) == 0.0
+
+
+def test_svc_mia_efficacy_max_rows_caps_the_test_side():
+    g = torch.Generator().manual_seed(6)
+    retain, test, forget = _logits(400, 4.0, g), _logits(300, 0.5, g), _logits(50, 2.0, g)
+    full = mia.svc_mia_efficacy(*retain, *test, *forget)
+    assert full == mia.svc_mia_efficacy(*retain, *test, *forget, max_rows=300)  # no-op cap
+    capped = mia.svc_mia_efficacy(*retain, *test, *forget, max_rows=100, seed=1)
+    assert capped == mia.svc_mia_efficacy(*retain, *test, *forget, max_rows=100, seed=1)
+    # the cap keeps the first 100 retain rows: the same as passing them explicitly
+    pick = np.sort(np.random.default_rng(1).choice(300, 100, replace=False))
+    sub = (test[0][pick], test[1][pick])
+    assert capped == mia.svc_mia_efficacy(retain[0][:100], retain[1][:100], *sub, *forget)
+    with pytest.raises(ValueError, match="max_rows"):
+        mia.svc_mia_efficacy(*retain, *test, *forget, max_rows=0)
 
 
 def test_svc_mia_efficacy_chance_on_identical_distributions():
@@ -178,8 +228,11 @@ def test_registered_metrics_through_evaluate(small_eval):
         assert METRICS.entry(name).meta["cost"] == "cheap"
         assert METRICS.entry(name).meta["ideal"] in ("0.5", "match retrain")
         assert METRICS.get(name).__doc__
+    assert METRICS.entry("mia_entropy_shadow_svc").meta["cost"] == "expensive"  # opt-in
     rows = evaluate(*small_eval, MIA_METRICS)
     assert {m for _, m, _ in rows} == MIA_ROWS and len(rows) == len(MIA_ROWS)
+    (svc,) = evaluate(*small_eval, ("mia_entropy_shadow_svc",))
+    assert svc[:2] == ("forget", "mia_entropy_shadow_svc") and 0.0 <= svc[2] <= 1.0
     assert all(split == "forget" for split, _, _ in rows)
     assert all(isinstance(v, float) and 0.0 <= v <= 1.0 for _, _, v in rows)
     assert rows == evaluate(*small_eval, MIA_METRICS)  # deterministic
@@ -189,7 +242,8 @@ def test_registered_metrics_skip_empty_views(small_eval):
     model, views, c = small_eval
     empty = views["forget"].subset(torch.empty(0, dtype=torch.long))
     assert evaluate(model, {**views, "forget": empty}, c, MIA_METRICS) == []
-    assert evaluate(model, {**views, "retain": empty}, c, ("mia_svc", "mia_entropy_shadow")) == []
+    names = ("mia_svc", "mia_entropy_shadow", "mia_entropy_shadow_svc")
+    assert evaluate(model, {**views, "retain": empty}, c, names) == []
     no_test = {k: v for k, v in views.items() if k != "test"}
     assert evaluate(model, no_test, c, MIA_METRICS) == []
 

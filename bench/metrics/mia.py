@@ -2,13 +2,18 @@
 
 Three attack families, each as a pure function on arrays and as a registered metric:
 
-* SVC shadow attack, "MIA-Efficacy" (Jia et al. 2023, Unlearn-Sparse; Fan et al. 2024, SalUn;
-  their ``evaluation/SVC_MIA.py``): :func:`svc_mia_efficacy`, metric ``mia_svc``.
+* SVC shadow attack, "MIA-Efficacy" (Jia et al. 2023, Unlearn-Sparse @ 80ba55d; Fan et al.
+  2024, SalUn = Unlearn-Saliency @ a6e89fd; their ``evaluation/SVC_MIA.py`` and its call in
+  ``main_forget.py``): :func:`svc_mia_efficacy`, metric ``mia_svc``.
 * Logistic-regression U-MIA on one scalar per example (NeurIPS 2023 unlearning challenge kit
   ``simple_mia``; SCRUB; DeepUnlearn; Nabla-tau's MIA_L / MIA_E): :func:`logreg_mia`, metrics
   ``mia_loss`` and ``mia_entropy``.
-* Entropy shadow attack (Chundawat et al. 2023, Bad Teacher; SSD): :func:`entropy_mia_shadow`,
-  metric ``mia_entropy_shadow``.
+* Entropy shadow attack on D_r vs test, scored on D_f: :func:`entropy_mia_shadow`. Metric
+  ``mia_entropy_shadow`` is SSD's committed logistic regression (Foster et al. 2024,
+  if-loops/selective-synaptic-dampening @ cdfdc0e, ``src/metrics.py``); metric
+  ``mia_entropy_shadow_svc`` is Bad Teacher's committed ``SVC(C=3, rbf)`` (Chundawat et al.
+  2023, vikram2000b/bad-teaching-unlearning @ f1aa988, ``metrics.py``), the attack SSD
+  adapted (its SVC line is commented out there).
 
 Per-example features (:func:`correctness`, :func:`confidence`, :func:`entropy`,
 :func:`m_entropy`, :func:`ce_loss`, :func:`probabilities`) take logits ``(N, C)`` and integer
@@ -133,22 +138,30 @@ def svc_mia_efficacy(
     target_y,
     feature: str = "confidence",
     seed: int = 0,
-    max_shadow: int | None = None,
+    max_rows: int | None = None,
 ) -> float:
-    """SVC shadow MIA "MIA-Efficacy" (Unlearn-Sparse, Jia et al. 2023; SalUn, Fan et al. 2024;
-    their ``evaluation/SVC_MIA.py``), as a fraction in [0, 1].
+    """SVC shadow MIA "MIA-Efficacy" (Unlearn-Sparse, Jia et al. 2023; SalUn, Fan et al. 2024),
+    as a fraction in [0, 1].
 
-    Members (label 1) are a subset of ``shadow_in`` (the retain set) of the same size as
-    ``shadow_out`` (the test set, label 0), drawn with ``numpy.random.default_rng(seed)``
-    (SalUn takes the first ``|D_test|`` retain examples; all of them when the retain set is the
-    smaller). ``SVC(C=3, gamma="auto", kernel="rbf")`` is fit on the per-example ``feature``
-    (``correctness``, ``confidence``, ``entropy``, ``m_entropy`` or ``prob``, see
-    :data:`FEATURES`) and the score is the fraction of the target set (D_f) predicted 0
-    (non-member). ``max_shadow`` optionally caps each shadow side (seeded subsample) to bound
-    the SVC's cost. Ideal: match the retrained model (not 1: a retrained model still
-    "remembers" D_f about as well as it generalises to test data)."""
+    The reference protocol (OPTML-Group/Unlearn-Sparse @ 80ba55d and Unlearn-Saliency @
+    a6e89fd: ``main_forget.py`` builds the sets, ``evaluation/SVC_MIA.py`` ``SVC_MIA`` /
+    ``SVC_fit_predict`` fits): members (label 1) are the *first* ``|shadow_out|`` rows of
+    ``shadow_in`` (the retain set, in its order), non-members (label 0) are *all* of
+    ``shadow_out`` (the test set); ``SVC(C=3, gamma="auto", kernel="rbf")`` is fit on the
+    per-example ``feature`` (``correctness``, ``confidence``, ``entropy``, ``m_entropy`` or
+    ``prob``, see :data:`FEATURES`) and the score is the fraction of the target set (D_f)
+    predicted 0 (non-member), ``1 - mean(predict)``. When the retain set is smaller than the
+    test set, all of it is used (the reference's ``Subset`` would fail there).
+
+    ``max_rows`` (default ``None``: the reference) caps the non-member side at that many test
+    rows, drawn with ``numpy.random.default_rng(seed)``, and the member side to the first as
+    many retain rows, for very large sets (an SVC fit costs about n^2). Ideal: match the
+    retrained model (not 1: a retrained model still "remembers" D_f about as well as it
+    generalises to test data). Features are float64 here (float32 softmax in the reference)."""
     if feature not in SVC_FEATURES:
         raise ValueError(f"unknown SVC MIA feature {feature!r}: use one of {SVC_FEATURES}")
+    if max_rows is not None and (int(max_rows) != max_rows or max_rows < 1):
+        raise ValueError(f"max_rows must be a positive integer or None, got {max_rows!r}")
     from sklearn.svm import SVC
 
     fn = FEATURES[feature]
@@ -159,11 +172,10 @@ def svc_mia_efficacy(
         raise ValueError("svc_mia_efficacy needs non-empty member and non-member shadow sets")
     if not len(f_t):
         raise ValueError("svc_mia_efficacy needs a non-empty target set")
-    rng = np.random.default_rng(seed)
-    if max_shadow is not None and len(f_out) > max_shadow:
-        f_out = f_out[np.sort(rng.choice(len(f_out), max_shadow, replace=False))]
-    n_in = min(len(f_in), len(f_out))
-    f_in = f_in[np.sort(rng.choice(len(f_in), n_in, replace=False))]
+    if max_rows is not None and len(f_out) > max_rows:
+        rng = np.random.default_rng(seed)
+        f_out = f_out[np.sort(rng.choice(len(f_out), int(max_rows), replace=False))]
+    f_in = f_in[: len(f_out)]
     x = np.concatenate([f_in, f_out])
     y = np.concatenate([np.ones(len(f_in)), np.zeros(len(f_out))])
     clf = SVC(C=3, gamma="auto", kernel="rbf")
@@ -208,22 +220,64 @@ def logreg_mia(member_values, nonmember_values, n_splits: int = 10, seed: int = 
     return float(np.mean(scores))
 
 
-def entropy_mia_shadow(retain_entropy, test_entropy, forget_entropy) -> float:
-    """Entropy shadow MIA (Bad Teacher, Chundawat et al. 2023; SSD, Foster et al. 2024): the
-    mean predicted membership of D_f, a fraction in [0, 1].
+ENTROPY_SHADOW_CLASSIFIERS = ("logreg", "svc")
 
-    ``LogisticRegression(class_weight="balanced")`` is fit on softmax entropies of the whole
-    retain set (label 1) against the test set (label 0) and predicts each forget example; the
-    score is the fraction predicted member (Bad Teacher reports it ×100). Ideal: match the
-    retrained model."""
-    from sklearn.linear_model import LogisticRegression
 
+def entropy_mia_shadow(
+    retain_entropy,
+    test_entropy,
+    forget_entropy,
+    classifier: str = "logreg",
+    max_rows: int | None = None,
+    seed: int = 0,
+) -> float:
+    """Entropy shadow MIA: the mean predicted membership of D_f, a fraction in [0, 1].
+
+    A classifier is fit on the softmax entropies of the whole retain set (label 1) against
+    the whole test set (label 0) and predicts each forget example; the score is the fraction
+    predicted member (the papers report it x100). Ideal: match the retrained model.
+
+    * ``classifier="logreg"`` (SSD, Foster et al. 2024; if-loops/selective-synaptic-dampening
+      @ cdfdc0e, ``src/metrics.py`` ``get_membership_attack_prob``):
+      ``LogisticRegression(class_weight="balanced", solver="lbfgs",
+      multi_class="multinomial")``. A two-class multinomial fit penalises both class rows,
+      ``||w_0||^2 + ||w_1||^2 = ||w_1 - w_0||^2 / 2`` at its symmetric optimum, so it predicts
+      exactly as a binary fit with ``C = 2``, which is what runs here (scikit-learn 1.9 has
+      no ``multi_class``; the one deviation is the solver's tolerance).
+    * ``classifier="svc"`` (Bad Teacher, Chundawat et al. 2023;
+      vikram2000b/bad-teaching-unlearning @ f1aa988, ``metrics.py``
+      ``get_membership_attack_prob``): ``SVC(C=3, gamma="auto", kernel="rbf")``, no class
+      weights, on the same sets.
+
+    ``max_rows`` (default ``None``: both references) caps the retain and the test side each at
+    that many rows, drawn with ``numpy.random.default_rng(seed)``, to bound an SVC's cost
+    (about n^2) on large retain sets. Entropies are float64 here (float32 in the references).
+    """
+    if classifier not in ENTROPY_SHADOW_CLASSIFIERS:
+        raise ValueError(
+            f"classifier must be one of {ENTROPY_SHADOW_CLASSIFIERS}, got {classifier!r}"
+        )
+    if max_rows is not None and (int(max_rows) != max_rows or max_rows < 1):
+        raise ValueError(f"max_rows must be a positive integer or None, got {max_rows!r}")
     r, t, f = (_column(v) for v in (retain_entropy, test_entropy, forget_entropy))
     if not len(r) or not len(t) or not len(f):
         raise ValueError("entropy_mia_shadow needs non-empty retain, test and forget sets")
+    if max_rows is not None:
+        rng = np.random.default_rng(seed)
+        r, t = (
+            a[np.sort(rng.choice(len(a), int(max_rows), replace=False))] if len(a) > max_rows else a
+            for a in (r, t)
+        )
     x = np.concatenate([r, t])
     y = np.concatenate([np.ones(len(r)), np.zeros(len(t))])
-    clf = LogisticRegression(class_weight="balanced", solver="lbfgs")
+    if classifier == "svc":
+        from sklearn.svm import SVC
+
+        clf = SVC(C=3, gamma="auto", kernel="rbf")
+    else:
+        from sklearn.linear_model import LogisticRegression
+
+        clf = LogisticRegression(C=2.0, class_weight="balanced", solver="lbfgs")
     clf.fit(x, y)
     return float(clf.predict(f).mean())
 
@@ -231,7 +285,10 @@ def entropy_mia_shadow(retain_entropy, test_entropy, forget_entropy) -> float:
 # ---------------------------------------------------------------------------------------
 # registered metrics
 
-SVC_MAX_SHADOW = 2000  # cap per SVC shadow side in ``mia_svc``: an SVC fit costs ~n^2 (0.3 s here)
+#: optional cap on the test (non-member) rows of ``mia_svc`` and on each side of
+#: ``mia_entropy_shadow_svc``; ``None`` (default) is the references' protocol. An SVC fit
+#: costs about n^2: some 13 s for 20,000 one-feature rows on one CPU core.
+SVC_MAX_ROWS: int | None = None
 
 
 def _have(ev: EvalInput, *splits: str) -> bool:
@@ -245,20 +302,21 @@ def _xy(ev: EvalInput, split: str) -> tuple[torch.Tensor, torch.Tensor]:
 @register_metric("mia_svc", ideal="match retrain", cost="cheap")
 def mia_svc(ev: EvalInput) -> Rows:
     """SVC MIA-Efficacy on D_f (Unlearn-Sparse / SalUn), fraction of D_f predicted non-member
-    by an ``SVC(C=3, gamma="auto", rbf)`` fit on retain-subset (member, |D_test| of them) vs
-    D_test (non-member) features of the evaluated model; see :func:`svc_mia_efficacy`.
+    by an ``SVC(C=3, gamma="auto", rbf)`` fit on the first |D_test| rows of D_r (member) vs all
+    of D_test (non-member), features of the evaluated model, as in the references; see
+    :func:`svc_mia_efficacy`.
 
     Rows: ``mia_svc`` (the ``confidence`` feature, what the papers report) and
     ``mia_svc_correctness``, ``mia_svc_entropy``, ``mia_svc_m_entropy``, ``mia_svc_prob``.
-    Each shadow side is capped at :data:`SVC_MAX_SHADOW` examples (seeded). Ideal: match the
-    retrained model. Skipped when D_f, D_r or D_test is empty."""
+    :data:`SVC_MAX_ROWS` (``None``) optionally caps the test side. Ideal: match the retrained
+    model. Skipped when D_f, D_r or D_test is empty."""
     if not _have(ev, "forget", "retain", "test"):
         return []
     r, t, f = _xy(ev, "retain"), _xy(ev, "test"), _xy(ev, "forget")
     rows = []
     for feat in SVC_FEATURES:
         name = "mia_svc" if feat == "confidence" else f"mia_svc_{feat}"
-        value = svc_mia_efficacy(*r, *t, *f, feature=feat, seed=0, max_shadow=SVC_MAX_SHADOW)
+        value = svc_mia_efficacy(*r, *t, *f, feature=feat, seed=0, max_rows=SVC_MAX_ROWS)
         rows.append(("forget", name, value))
     rows.sort(key=lambda row: row[1] != "mia_svc")
     return rows
@@ -289,13 +347,34 @@ def mia_entropy(ev: EvalInput) -> Rows:
 
 @register_metric("mia_entropy_shadow", ideal="match retrain", cost="cheap")
 def mia_entropy_shadow(ev: EvalInput) -> Rows:
-    """Bad Teacher / SSD entropy MIA: fraction of D_f predicted member by a balanced
-    logistic regression fit on softmax entropies of D_r (member) vs D_test (non-member); see
-    :func:`entropy_mia_shadow`. Ideal: match the retrained model. Skipped when D_f, D_r or
-    D_test is empty."""
+    """SSD's entropy MIA (Foster et al. 2024, selective-synaptic-dampening @ cdfdc0e): fraction
+    of D_f predicted member by a balanced logistic regression fit on softmax entropies of all
+    of D_r (member) vs D_test (non-member); see :func:`entropy_mia_shadow`. Bad Teacher's own
+    code fits an SVC instead: metric ``mia_entropy_shadow_svc``. Ideal: match the retrained
+    model. Skipped when D_f, D_r or D_test is empty."""
     if not _have(ev, "forget", "retain", "test"):
         return []
     value = entropy_mia_shadow(
         entropy(ev.logits("retain")), entropy(ev.logits("test")), entropy(ev.logits("forget"))
     )
     return [("forget", "mia_entropy_shadow", value)]
+
+
+@register_metric("mia_entropy_shadow_svc", ideal="match retrain", cost="expensive")
+def mia_entropy_shadow_svc(ev: EvalInput) -> Rows:
+    """Bad Teacher's entropy MIA (Chundawat et al. 2023, bad-teaching-unlearning @ f1aa988):
+    fraction of D_f predicted member by ``SVC(C=3, gamma="auto", rbf)`` fit on softmax
+    entropies of all of D_r (member) vs all of D_test (non-member); see
+    :func:`entropy_mia_shadow`. Opt-in (``expensive``): the SVC over the whole retain set
+    costs about n^2 (minutes on CIFAR's 50,000 rows); :data:`SVC_MAX_ROWS` optionally caps
+    each side. Ideal: match the retrained model. Skipped when D_f, D_r or D_test is empty."""
+    if not _have(ev, "forget", "retain", "test"):
+        return []
+    value = entropy_mia_shadow(
+        entropy(ev.logits("retain")),
+        entropy(ev.logits("test")),
+        entropy(ev.logits("forget")),
+        classifier="svc",
+        max_rows=SVC_MAX_ROWS,
+    )
+    return [("forget", "mia_entropy_shadow_svc", value)]
