@@ -37,21 +37,35 @@ def _batches(
 
 @runtime.full_precision
 def mas_importance(
-    model: nn.Module, forget: View | tuple[Tensor, Tensor], batch_size: int = 32
+    model: nn.Module,
+    forget: View | tuple[Tensor, Tensor],
+    batch_size: int = 32,
+    accumulate: bool = True,
 ) -> dict[str, Tensor]:
     """Unnormalized MAS importance on D_f, as in the L2UL code (spec section 1.4).
 
     On a deep copy of ``model`` put in **train mode** (BatchNorm normalizes with the statistics
     of each D_f batch; the running buffers of ``model`` itself are not touched), for each batch
-    B of ``batch_size`` examples (no shuffling): objective = mean over B of the non-squared L2
-    norm of the logit vector, ||g(x)||_2 (Aljundi et al., ECCV 2018); backpropagate; accumulate
-    |d objective / d theta| * |B|. The sum is divided by the number of examples (L2UL divides
-    by batches x batch size; either constant cancels in :func:`normalize_importance`).
+    B_j of ``batch_size`` examples (no shuffling): objective = mean over B_j of the non-squared
+    L2 norm of the logit vector, ||g(x)||_2 (Aljundi et al., ECCV 2018); backpropagate; add
+    |G_j| * |B_j| to the importance, where
+
+    * ``accumulate=True`` (default, the reference code): G_j = g_1 + ... + g_j, the gradients
+      of batches 1..j summed. csm9493/L2UL @ 5fb777b (``utils.estimate_parameter_importance``,
+      unchanged since b8b335b) runs on a deep copy of the model but calls ``zero_grad()`` on
+      the *original* model's optimizer, so the copy's ``.grad`` is never cleared and grows
+      across batches; the published runs used this form. It equals the per-batch form when D_f
+      fits in one batch (k <= ``batch_size``).
+    * ``accumulate=False``: G_j = g_j, MAS as its paper describes it.
+
+    The sum is divided by the number of examples (L2UL divides by batches x batch size; either
+    constant cancels in :func:`normalize_importance`).
 
     Args:
         model: the pretrained classifier; unchanged (parameters, gradients, buffers, mode).
         forget: D_f as a ``View`` (read with ``.loader(batch_size)``) or a tuple ``(x, y)``.
         batch_size: 32 in L2UL for CIFAR, 16 for ImageNet.
+        accumulate: the reference's gradient accumulation across batches (see above).
 
     Returns:
         ``{name: importance}`` for every named parameter of ``model`` (zeros where a
@@ -69,6 +83,7 @@ def mas_importance(
         n: torch.zeros_like(p, memory_format=torch.preserve_format).detach()
         for n, p in params.items()
     }
+    running: dict[str, Tensor] = {}  # G_j, the gradients summed over batches (accumulate)
     device = next(iter(params.values())).device if params else torch.device("cpu")
     count = 0
     with torch.enable_grad():
@@ -79,8 +94,13 @@ def mas_importance(
             objective = net(x).flatten(1).norm(p=2, dim=1).mean()
             grads = torch.autograd.grad(objective, list(params.values()), allow_unused=True)
             for (name, _), g in zip(params.items(), grads):
-                if g is not None:
-                    omega[name].add_(g.abs(), alpha=b)
+                if g is None:
+                    g = running.get(name)  # the reference's .grad keeps its earlier sum
+                    if g is None:
+                        continue
+                elif accumulate:
+                    g = running[name] = g if name not in running else running[name].add_(g)
+                omega[name].add_(g.abs(), alpha=b)
             count += b
     if count == 0:
         raise ValueError("mas_importance got an empty forget set")

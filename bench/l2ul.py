@@ -4,8 +4,9 @@ L2UL = Cha et al., "Learning to Unlearn: Instance-wise Unlearning for Pre-traine
 (AAAI 2024; reference code github.com/csm9493/L2UL, used as a reference only). The family:
 
 * ``neggrad`` (case 1): L = -CE(g(x_f), y_f), passes over D_f, stop rule checked after a pass;
-* ``adv_only`` (case 2): the forget batch and an adversarial batch in one union batch, the forget
-  part with its sign flipped; stop rule checked after every step;
+* ``adv_only`` (case 2): an adversarial batch and a forget batch, each through its own forward
+  pass (adversarial first, as the reference code does), combined as
+  -(n_f/n) CE_f + (n_a/n) CE_a; stop rule checked after every step;
 * ``mas_only`` (paper ablation): NegGrad + the MAS importance penalty;
 * ``adv_mas`` (case 3, full L2UL): ADV + the MAS importance penalty;
 * ``random_labels`` and ``finetune`` take part through the ``objective`` switch only.
@@ -41,9 +42,10 @@ class L2ULFields:
     CIFAR-10 in the official code). ``objective``: ``misclassify`` (stop when no forget instance
     is predicted as its label) or ``relabel`` (train towards a fixed y* != y drawn once per call
     with the run's seed; stop when every forget instance is predicted as its y*).
-    ``freeze_bn``: keep BatchNorm layers in eval mode during the updates (running statistics
-    frozen). The official code updates in train mode (``False``, the default), so every step
-    moves the running statistics towards those of a batch made only of D_f and its
+    ``freeze_bn``: keep BatchNorm layers in eval mode during every update (running statistics
+    frozen; the mode is set again before each step, since the stop check switches the model to
+    eval and back). The official code updates in train mode (``False``, the default), so every
+    step moves the running statistics towards those of batches made only of D_f and its
     adversarial neighbours."""
 
     lr: float = 1e-3
@@ -61,7 +63,15 @@ class AdvFields:
     instance (eps 4.0, step 0.1, 100 iterations; CIFAR-10 N_adv = 20), adversarial batch 256.
     ``target_label_range``: ``all`` (project default) or ``first10`` (the published runs' quirk,
     see :func:`bench.attacks.random_targets`). ``attack_batch`` = images per PGD call (memory
-    only: the result does not depend on it; 0 = all at once)."""
+    only: the result does not depend on it; 0 = all at once).
+
+    ``union_batch``: ``False`` (default, the reference code): each step makes **two forward
+    passes**, ``model(x_adv)`` then ``model(x_f)``, so in train mode every BatchNorm layer
+    normalizes each pass with that pass's own batch statistics and updates its running
+    statistics twice, the second time from the forget images alone (csm9493/L2UL @ 5fb777b,
+    ``main_unlearn_cifar10_mixed_label_resnet18.py``). ``True``: one pass over the
+    concatenated batch (forget images first); the loss value is the same, but for a network
+    with BatchNorm it is a different method (a named deviation, kept for comparison)."""
 
     n_adv: int = 20
     eps: float = 4.0
@@ -70,15 +80,21 @@ class AdvFields:
     target_label_range: str = "all"
     adv_batch: int = 256
     attack_batch: int = 1024
+    union_batch: bool = False
 
 
 @dataclass(frozen=True)
 class MASFields:
     """The importance penalty (spec 1.4): lam = 1.0 (``--reg-lamb``), MAS importance on D_f
-    with batch ``mas_batch`` (32 for CIFAR, 16 for ImageNet)."""
+    with batch ``mas_batch`` (32 for CIFAR, 16 for ImageNet). ``mas_accumulate``: ``True``
+    (default, the reference code, whose ``optimizer.zero_grad()`` belongs to another model and
+    never clears the importance copy's gradients: batch j adds |g_1 + ... + g_j| * |B_j|) or
+    ``False`` (per-batch gradients, |g_j| * |B_j|: MAS as Aljundi et al. describe it; differs
+    from the published runs when k > ``mas_batch``). See :func:`bench.importance.mas_importance`."""
 
     lam: float = 1.0
     mas_batch: int = 32
+    mas_accumulate: bool = True
 
 
 # ---------------------------------------------------------------------------------------------
@@ -188,9 +204,12 @@ def unlearn(
     Random numbers, in this order, from ``ctx.generator``: y* (relabel only), then the
     adversarial targets and PGD starts. Without ``adversarial``: full unshuffled passes over D_f
     (NegGrad's schedule), stop rule after every pass. With it: D_adv is built once from the
-    model as given; an epoch zips the adversarial batches (``adv_batch``, in D_adv order) with a
-    freshly cycled, unshuffled D_f loader, and the stop rule is checked after every step. The
-    model is in train mode for updates; the checks use eval mode.
+    model as given; an epoch zips the adversarial batches (``adv_batch``, in D_adv order) with
+    the next batches of one unshuffled D_f cycle that runs on across epochs (the reference's
+    ``itertools.cycle``), each step makes two forward passes (adversarial, then forget; one
+    concatenated pass with ``union_batch``), and the stop rule is checked after every step. The
+    model is put in train mode (BatchNorm in eval mode with ``freeze_bn``) before every update;
+    the checks use eval mode.
     """
     check_objective(hp)
     forget = data.forget
@@ -200,7 +219,9 @@ def unlearn(
     check = objective_check(forget, y_star)
     penalty = None
     if importance:
-        omega = normalize_importance(mas_importance(model, forget, hp.mas_batch))
+        omega = normalize_importance(
+            mas_importance(model, forget, hp.mas_batch, accumulate=hp.mas_accumulate)
+        )
         penalty = MASPenalty(model, omega, hp.lam)
 
     x_adv = y_adv = None
@@ -235,26 +256,33 @@ def unlearn(
         opt.step()
 
     def pass_epoch(_e: int) -> Iterator[None]:
-        train_mode(model, hp)
         for x, y, t in forget_batches(forget, hp.forget_batch, y_star):
+            train_mode(model, hp)  # every step: a check or probe may have switched the mode
             update(forget_term(model(x), y, t))
             yield
 
-    def adv_epoch(_e: int) -> Iterator[None]:
-        train_mode(model, hp)
-        fb = cycle(lambda: forget_batches(forget, hp.forget_batch, y_star))
-        for s in range(0, x_adv.shape[0], hp.adv_batch):
-            xa, ya = x_adv[s : s + hp.adv_batch], y_adv[s : s + hp.adv_batch]
-            x, y, t = next(fb)
-            n_f, n = x.shape[0], x.shape[0] + xa.shape[0]
+    # one endless cycle over D_f for the whole call, as the reference's itertools.cycle created
+    # before its epoch loop: with several forget batches an epoch starts where the last ended
+    forget_cycle = cycle(lambda: forget_batches(forget, hp.forget_batch, y_star))
+
+    def adv_step(xa: Tensor, ya: Tensor, x: Tensor, y: Tensor, t: Tensor | None) -> Tensor:
+        """-(n_f/n) CE(g(x_f), y_f) + (n_a/n) CE(g(x_a), y_a) (relabel: +CE towards y*)."""
+        n_f, n_a = x.shape[0], xa.shape[0]
+        n = n_f + n_a
+        if getattr(hp, "union_batch", False):  # the named deviation: one concatenated pass
             logits = model(torch.cat([x, xa]))
-            # -(n_f/n) CE_f + (n_a/n) CE_a: the sum-CE over the union batch divided by n, the
-            # forget part with its sign flipped (relabel: +CE towards y*)
-            loss = (
-                forget_term(logits[:n_f], y, t, reduction="sum")
-                + F.cross_entropy(logits[n_f:], ya, reduction="sum")
-            ) / n
-            update(loss)
+            out_f, out_a = logits[:n_f], logits[n_f:]
+        else:  # the reference: adversarial pass first, then the forget pass
+            out_a = model(xa)
+            out_f = model(x)
+        return forget_term(out_f, y, t) * (n_f / n) + F.cross_entropy(out_a, ya) * (n_a / n)
+
+    def adv_epoch(_e: int) -> Iterator[None]:
+        for s in range(0, x_adv.shape[0], hp.adv_batch):
+            train_mode(model, hp)  # every step, as the reference calls model.train() per step
+            xa, ya = x_adv[s : s + hp.adv_batch], y_adv[s : s + hp.adv_batch]
+            x, y, t = next(forget_cycle)
+            update(adv_step(xa, ya, x, y, t))
             yield
 
     run_until_forgotten(

@@ -28,18 +28,26 @@ def adv_mas(model, data, hp: AdvMasHP, ctx):
     -(n_f/n) CE(g(x_f), y_f) + (n_a/n) CE(g(x_a), y_a)
     + lam * sum_i (1 - Omega_i)(theta_i - theta0_i)^2 / 2, using only the model and D_f.
 
-    Algorithm: MAS importance on D_f (train-mode copy, batch ``mas_batch``), min-max
-    normalized per parameter tensor; theta0 = the weights at the start of the call. D_adv
-    (k * n_adv targeted L2-PGD images labelled with their targets) is built once per call. One
-    epoch zips the unshuffled adversarial batches (``adv_batch``) with cycled, unshuffled forget
-    batches (``forget_batch``); train mode for updates; the stop rule (D_f accuracy exactly 0,
-    eval mode) is checked after every step; at most ``max_epochs`` epochs (``cap_hit``).
+    Reference: csm9493/L2UL @ 5fb777b (``main_unlearn_cifar10_mixed_label_resnet18.py``,
+    case 3; ``utils.estimate_parameter_importance`` and ``adv_attack`` of b8b335b);
+    conformance test ``tests/conformance/test_l2ul_csm9493.py``.
 
-    Deviations / project decisions: (1) forget and adversarial images form one concatenated
-    batch; (2) adversarial targets never equal y (``target_label_range='all'``); (3) the forget
-    cycle restarts every epoch; (4) constant-importance tensors get penalty weight 1 instead of
-    NaN; (5) relabel objective (spec section 5): +CE(g(x_f), y*) with y* drawn once per call,
-    adversarial targets exclude y*, stop when all of D_f is predicted as y* (``relabel`` +
-    ``first10`` is an error). In continual unlearning theta0 and the importance are those of
-    the model each request starts from."""
+    Algorithm: MAS importance on D_f (train-mode copy, batch ``mas_batch``) with the
+    reference's gradient accumulation across batches (``mas_accumulate``), min-max normalized
+    per parameter tensor; theta0 = the weights at the start of the call. D_adv (k * n_adv
+    targeted L2-PGD images labelled with their targets) is built once per call. One epoch zips
+    the unshuffled adversarial batches (``adv_batch``) with the next batches of one D_f cycle
+    that runs on across epochs; each step makes two forward passes in train mode (adversarial
+    batch first, then the forget batch); the stop rule (D_f accuracy exactly 0, eval mode) is
+    checked after every step; at most ``max_epochs`` epochs (``cap_hit``).
+
+    Deviations / project decisions: (1) adversarial targets never equal y
+    (``target_label_range='all'``; ``first10`` for the published runs' draw); (2) the cap is
+    ``max_epochs`` epochs, the reference runs max_iter + 1; (3) constant-importance tensors get
+    penalty weight 1 instead of the reference's NaN; (4) ``union_batch=True`` and
+    ``mas_accumulate=False`` are named deviations, off by default; (5) relabel objective (spec
+    section 5): +CE(g(x_f), y*) with y* drawn once per call, adversarial targets exclude y*,
+    stop when all of D_f is predicted as y* (``relabel`` + ``first10`` is an error). In
+    continual unlearning theta0 and the importance are those of the model each request starts
+    from."""
     return unlearn(model, data, hp, ctx, adversarial=True, importance=True)

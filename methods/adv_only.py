@@ -28,17 +28,26 @@ def adv_only(model, data, hp: AdvOnlyHP, ctx):
     the pretrained model and D_f (Cha et al., "Learning to Unlearn: Instance-wise Unlearning for
     Pre-trained Classifiers", AAAI 2024; reference code github.com/csm9493/L2UL, case 2).
 
+    Reference: csm9493/L2UL @ 5fb777b (``main_unlearn_cifar10_mixed_label_resnet18.py``,
+    case 2; ``utils.adv_attack`` of b8b335b); conformance test
+    ``tests/conformance/test_l2ul_csm9493.py``.
+
     Algorithm: D_adv (k * n_adv images labelled with their attack *targets*) is generated once
     per call from D_f with :func:`bench.attacks.make_adversarial_set` (model in eval mode). One
-    epoch zips the unshuffled adversarial batches (``adv_batch``) with cycled, unshuffled
-    forget batches (``forget_batch``); the model is in train mode for each update and the stop
-    rule (D_f accuracy exactly 0, eval mode) is checked after every step; at most
-    ``max_epochs`` epochs (``cap_hit`` otherwise).
+    epoch zips the unshuffled adversarial batches (``adv_batch``) with the next batches of one
+    unshuffled D_f cycle that runs on across epochs (the reference's ``itertools.cycle``). Each
+    step puts the model in train mode and makes two forward passes, the adversarial batch
+    first and then the forget batch, as the reference does: BatchNorm normalizes each pass by
+    its own statistics and updates its running statistics twice. The stop rule (D_f accuracy
+    exactly 0, eval mode) is checked after every step; at most ``max_epochs`` epochs
+    (``cap_hit`` otherwise).
 
-    Deviations / project decisions: (1) forget and adversarial images go through the network
-    as one concatenated batch (BatchNorm sees their joint statistics); (2) adversarial targets
-    never equal y (``target_label_range='all'``, see ``random_targets``); (3) the forget cycle
-    restarts at D_f's first batch every epoch; (4) the relabel objective (spec section 5):
-    +CE(g(x_f), y*) with y* drawn once per call, adversarial targets exclude y*, stop when
-    every forget instance is predicted as y* (``relabel`` + ``first10`` is an error)."""
+    Deviations / project decisions: (1) adversarial targets never equal y
+    (``target_label_range='all'``; ``first10`` reproduces the published runs' draw from
+    {0..9} with fallback class 5, see ``random_targets``); (2) the cap is ``max_epochs``
+    epochs, the reference runs max_iter + 1 = 1001; (3) ``union_batch=True`` (off by default)
+    makes one pass over the concatenated batch instead, a different method under BatchNorm;
+    (4) the relabel objective (spec section 5): +CE(g(x_f), y*) with y* drawn once per call,
+    adversarial targets exclude y*, stop when every forget instance is predicted as y*
+    (``relabel`` + ``first10`` is an error)."""
     return unlearn(model, data, hp, ctx, adversarial=True, importance=False)

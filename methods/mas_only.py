@@ -32,8 +32,13 @@ def mas_only(model, data, hp: MasOnlyHP, ctx):
     schedule: full unshuffled passes over D_f in train mode, stop rule (D_f accuracy exactly 0,
     eval mode) after each pass, at most ``max_epochs`` passes.
 
+    The importance follows csm9493/L2UL @ 5fb777b (``utils.estimate_parameter_importance``):
+    gradients accumulate across D_f batches (``mas_accumulate=True``, see
+    :func:`bench.importance.mas_importance`).
+
     Deviations / project decisions: (1) the loss is inferred from the paper by removing the
     adversarial term of L2UL (spec section 5); (2) constant-importance tensors get penalty
-    weight 1 instead of NaN (``normalize_importance``); (3) the relabel objective (spec section
-    5): +CE(g(x_f), y*) with y* drawn once per call, stop when all of D_f is predicted as y*."""
+    weight 1 instead of NaN (``normalize_importance``); (3) the cap is ``max_epochs`` passes
+    (the reference's loops run max_iter + 1); (4) the relabel objective (spec section 5):
+    +CE(g(x_f), y*) with y* drawn once per call, stop when all of D_f is predicted as y*."""
     return unlearn(model, data, hp, ctx, adversarial=False, importance=True)

@@ -25,10 +25,14 @@ class NegGradHP(L2ULFields):
 def neggrad(model, data, hp: NegGradHP, ctx):
     """Minimise L = -CE(g(x_f), y_f) over full, unshuffled passes of D_f in train mode; after
     each pass the D_f accuracy is measured in eval mode and the run stops at exactly 0 %.
-    Reference implementation: github.com/csm9493/L2UL (``main_unlearn_*``, case 1).
+    Reference: csm9493/L2UL @ 5fb777b (``main_unlearn_cifar10_mixed_label_resnet18.py``, case
+    1, with ``utils.naive_train`` of b8b335b); conformance test
+    ``tests/conformance/test_l2ul_csm9493.py``.
 
-    Relabel objective (project decision, spec section 5; not in the official code): y*_i drawn
-    uniformly from the classes other than y_i with ``ctx.generator`` once per call; loss
-    +CE(g(x_f), y*); stop when every forget instance is predicted as its y*. Reports
-    ``forget_success`` (% of D_f meeting the objective)."""
+    Deviations: (1) the cap is ``max_epochs`` passes; the reference's ``if max_iter < j`` runs
+    max_iter + 1 = 1001 (set ``max_epochs=1001`` to match); (2) relabel objective (project
+    decision, spec section 5; not in the official code): y*_i drawn uniformly from the classes
+    other than y_i with ``ctx.generator`` once per call; loss +CE(g(x_f), y*); stop when every
+    forget instance is predicted as its y*. Reports ``forget_success`` (% of D_f meeting the
+    objective)."""
     return unlearn(model, data, hp, ctx, adversarial=False, importance=False)

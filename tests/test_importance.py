@@ -20,34 +20,59 @@ def _data(n: int = 7, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.randn(n, 5, generator=g), torch.randint(0, 3, (n,), generator=g)
 
 
-def hand_mas_linear(lin: nn.Linear, x: torch.Tensor, batch_size: int):
+def hand_mas_linear(lin: nn.Linear, x: torch.Tensor, batch_size: int, accumulate: bool = True):
     """d/dW mean_i ||W x_i + b|| = mean_i u_i x_i^T and d/db = mean_i u_i with u_i = z_i/||z_i||;
-    importance = sum over batches of |grad| * |B|, divided by the number of examples."""
+    importance = sum over batches j of |G_j| * |B_j|, divided by the number of examples, where
+    G_j = the gradient of batch j (per batch) or the sum of the gradients of batches 1..j
+    (``accumulate``: the L2UL code, whose zero_grad never reaches the importance copy)."""
     w_imp, b_imp = torch.zeros_like(lin.weight), torch.zeros_like(lin.bias)
+    gw_sum, gb_sum = torch.zeros_like(lin.weight), torch.zeros_like(lin.bias)
     with torch.no_grad():
         for s in range(0, x.shape[0], batch_size):
             xb = x[s : s + batch_size]
             z = xb @ lin.weight.T + lin.bias
             u = z / z.norm(dim=1, keepdim=True)
-            w_imp += (u.T @ xb / xb.shape[0]).abs() * xb.shape[0]
-            b_imp += u.mean(0).abs() * xb.shape[0]
+            gw, gb = u.T @ xb / xb.shape[0], u.mean(0)
+            if accumulate:
+                gw_sum += gw
+                gb_sum += gb
+                gw, gb = gw_sum, gb_sum
+            w_imp += gw.abs() * xb.shape[0]
+            b_imp += gb.abs() * xb.shape[0]
     return w_imp / x.shape[0], b_imp / x.shape[0]
 
 
-def test_mas_importance_linear_known_answer():
+@pytest.mark.parametrize("accumulate", [True, False])
+def test_mas_importance_linear_known_answer(accumulate):
     lin = _linear()
     x, y = _data(7)
     for bs in (1, 3, 32):
-        omega = mas_importance(lin, (x, y), batch_size=bs)
+        omega = mas_importance(lin, (x, y), batch_size=bs, accumulate=accumulate)
         assert set(omega) == {"weight", "bias"}
-        w_ref, b_ref = hand_mas_linear(lin, x, bs)
+        w_ref, b_ref = hand_mas_linear(lin, x, bs, accumulate=accumulate)
         torch.testing.assert_close(omega["weight"], w_ref, atol=1e-6, rtol=1e-5)
         torch.testing.assert_close(omega["bias"], b_ref, atol=1e-6, rtol=1e-5)
         assert not omega["weight"].requires_grad
     # batching matters (per-batch absolute values), so the check above is not vacuous
     assert not torch.allclose(
-        mas_importance(lin, (x, y), 1)["weight"], mas_importance(lin, (x, y), 32)["weight"]
+        mas_importance(lin, (x, y), 1, accumulate=accumulate)["weight"],
+        mas_importance(lin, (x, y), 32, accumulate=accumulate)["weight"],
     )
+
+
+def test_mas_importance_accumulation_is_the_default_and_differs_beyond_one_batch():
+    """The reference's accumulating form is the default; it equals the per-batch form when D_f
+    fits in one batch and differs when it does not."""
+    lin = _linear()
+    x, y = _data(7)
+    default = mas_importance(lin, (x, y), batch_size=3)
+    acc = mas_importance(lin, (x, y), batch_size=3, accumulate=True)
+    per = mas_importance(lin, (x, y), batch_size=3, accumulate=False)
+    torch.testing.assert_close(default["weight"], acc["weight"])
+    assert not torch.allclose(acc["weight"], per["weight"])
+    one_a = mas_importance(lin, (x, y), batch_size=32, accumulate=True)
+    one_p = mas_importance(lin, (x, y), batch_size=32, accumulate=False)
+    torch.testing.assert_close(one_a["weight"], one_p["weight"])
 
 
 def test_mas_importance_view_equals_tensors():
@@ -61,7 +86,7 @@ def test_mas_importance_view_equals_tensors():
     from_tensors = mas_importance(net, (xs, y[:5]), batch_size=2)
     for n in from_view:
         torch.testing.assert_close(from_view[n], from_tensors[n])
-    w_ref, _ = hand_mas_linear(lin, xs.flatten(1), 2)
+    w_ref, _ = hand_mas_linear(lin, xs.flatten(1), 2)  # the default accumulates
     torch.testing.assert_close(from_view["1.weight"], w_ref, atol=1e-6, rtol=1e-5)
 
 
@@ -81,7 +106,7 @@ def test_mas_importance_uses_batch_statistics_and_leaves_model_unchanged():
     model = _bn_model()
     x, y = _data(8, seed=3)
     state = {k: v.clone() for k, v in model.state_dict().items()}
-    omega = mas_importance(model, (x, y), batch_size=4)
+    omega = mas_importance(model, (x, y), batch_size=4, accumulate=False)
     # the original model: same parameters and buffers, same mode, no gradients
     for k, v in model.state_dict().items():
         assert torch.equal(v, state[k]), k

@@ -196,6 +196,48 @@ def test_freeze_bn_keeps_running_statistics(freeze, setup, monkeypatch):
     assert accuracy(model, forget) == 0.0 or ctx.cap_hit
 
 
+@pytest.mark.parametrize("name", L2UL)
+def test_freeze_bn_holds_on_every_update_step(name, setup, monkeypatch):
+    """BatchNorm stays in eval mode in every forward pass that trains (grad enabled, on the
+    model itself), not only in the first step of each epoch: the stop check's eval/train
+    switch between steps must not put it back in train mode."""
+    from torch import nn
+
+    # several steps per epoch (4 adversarial batches; 2 forget batches), so that the check
+    # after a step comes before the next step of the same epoch
+    extra = {"adv_batch": 16} if name.startswith("adv") else {}
+    _with_hp(monkeypatch, name, freeze_bn=True, max_epochs=3, forget_batch=8, **extra)
+    model0 = setup[4]
+    bns = [m for m in model0.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    assert bns, "the tiny model must have BatchNorm for this test to mean anything"
+    seen: list[bool] = []
+    targets = {id(m) for m in bns}
+
+    def hook(module, _inputs):
+        # the MAS importance runs on a deep copy (which carries the hook): count the model's own
+        if id(module) in targets and torch.is_grad_enabled():
+            seen.append(module.training)
+
+    import bench.l2ul as l2ul
+
+    real_unlearn = l2ul.unlearn
+
+    def tracked(model, *args, **kwargs):
+        nonlocal targets
+        targets = {id(m) for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)}
+        for m in model.modules():
+            if id(m) in targets:
+                m.register_forward_pre_hook(hook)
+        return real_unlearn(model, *args, **kwargs)
+
+    monkeypatch.setattr(l2ul, "unlearn", tracked)
+    for module in ("methods.neggrad", "methods.adv_only", "methods.mas_only", "methods.adv_mas"):
+        monkeypatch.setattr(f"{module}.unlearn", tracked)
+    _, _, _, ctx, _ = _call(name, setup, seed=1)
+    assert ctx.steps >= 2 and seen
+    assert not any(seen), f"BatchNorm in train mode in {sum(seen)} of {len(seen)} passes"
+
+
 def test_progress_trace_ends_at_the_final_forget_accuracy(env):
     spec = tiny_spec("neggrad", k=16, seed=1)
     assert execute(spec, env) == "done"
