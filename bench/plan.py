@@ -176,7 +176,10 @@ def _sizes(spec: RunSpec) -> tuple[int, int]:
     if d.test_subset:
         n_test = min(n_test, d.test_subset)
     if d.val_fraction:
-        n_train = int(n_train * (1 - d.val_fraction))
+        if d.val_from == "test":
+            n_test = int(n_test * (1 - d.val_fraction))
+        else:
+            n_train = int(n_train * (1 - d.val_fraction))
     return n_train, n_test
 
 

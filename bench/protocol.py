@@ -227,7 +227,7 @@ def run(spec: RunSpec, env: Env) -> list[dict[str, Any]]:
     forget_all = _forget_positions(carved, spec, requests)
     train_view = View(bundle.train, carved.train, dev, "train")
     test_view = View(bundle.test, carved.test, dev, "test")
-    val_view = View(bundle.train, carved.val, dev, "val")
+    val_view = View(carved.val_split, carved.val, dev, "val")
 
     base = {
         "run_id": spec.run_id,

@@ -15,6 +15,9 @@ from typing import Any, Literal
 from bench.errors import BenchError
 
 SPEC_VERSION = 1  # bump when the meaning of a field changes (invalidates every run_id)
+#: field metadata key of a field added after records existed: the canonical form (and so every
+#: hash: run ids, pretraining and oracle cache keys) leaves it out while it has its default
+LATER = "later"
 
 
 def canonical_json(obj: Any) -> str:
@@ -28,7 +31,11 @@ def stable_hash(obj: Any, n: int = 16) -> str:
 
 def _plain(obj: Any) -> Any:
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: _plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        return {
+            f.name: _plain(getattr(obj, f.name))
+            for f in dataclasses.fields(obj)
+            if not (f.metadata.get(LATER) and getattr(obj, f.name) == f.default)
+        }
     if isinstance(obj, dict):
         return {str(k): _plain(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
@@ -45,6 +52,11 @@ class DataSpec:
     ``val_fraction`` holds a stratified validation split out of train (seeded by ``split_seed``);
     ``train_subset`` keeps only the first N of a seeded permutation of train (CPU-sized suites);
     ``test_subset`` likewise for the test split.
+
+    ``val_from="test"`` takes the validation split out of the test split instead (after
+    ``test_subset``): torch's ``random_split(test, [1 - val_fraction, val_fraction])`` with a
+    generator seeded by ``split_seed``, as the Nabla-tau notebooks split CIFAR's test set into
+    test and validation halves (``val_fraction=0.5``); train is then used whole.
     """
 
     name: str = "digits"
@@ -52,6 +64,7 @@ class DataSpec:
     train_subset: int | None = None
     test_subset: int | None = None
     split_seed: int = 0
+    val_from: Literal["train", "test"] = field(default="train", metadata={LATER: True})
 
 
 @dataclass(frozen=True)

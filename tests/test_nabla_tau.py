@@ -1,21 +1,31 @@
 """∇τ (nabla_tau): the alpha and LR schedules, the forget-epoch rule, the ReLU switch-off of the
 memory term, L_v refreshes, D_r iterator restarts, the BatchNorm-mode switch, and on the toy
-problem: the forget loss is raised to the validation level while D_r accuracy is kept."""
+problem: the forget loss is raised to the validation level while D_r accuracy is kept. Also the
+notebooks' fine-tuning baseline (nabla_tau_ft) and data layout (``DataSpec.val_from="test"``)
+and their use in the nablatau-* suites (parameter-level conformance with the notebooks:
+tests/conformance/test_nabla_tau_notebooks.py)."""
 
 from __future__ import annotations
 
 import copy
+import json
 
 import pytest
 import torch
 from torch import nn
 
 import methods.nabla_tau as nt
-from bench.data import View, retain_positions, select_forget
+import methods.nabla_tau_ft as ft
+from bench.data import View, carve, load_dataset, retain_positions, select_forget
+from bench.data.datasets import Locations
 from bench.errors import BenchError
-from bench.method import METHODS, Context, UnlearnData, make_hparams
-from bench.spec import ForgetSpec
+from bench.method import METHODS, Context, UnlearnData, Withheld, make_hparams
+from bench.protocol import execute
+from bench.records import record_path
+from bench.spec import DataSpec, ForgetSpec, RunSpec, canonical_json
+from bench.suites import SUITES
 from bench.train import accuracy
+from tests.helpers import tiny_spec
 
 
 def _run(setup, k=64, seed=0, **hp):
@@ -193,3 +203,133 @@ def test_raises_forget_loss_to_val_level_and_keeps_retain_accuracy(setup, seed):
     # the same routine without the memory term (alpha0 = 0, fine-tuning) leaves D_f memorised
     _, _, ctx0 = _run(setup, k=64, seed=seed, alpha0=0.0, **hp)
     assert ctx0.extra["forget_loss_end"] < 0.1
+
+
+# --- the notebooks' fine-tuning baseline (nabla_tau_ft) --------------------------------------
+
+
+def test_finetune_baseline_registered_with_the_notebook_settings():
+    entry = METHODS.entry("nabla_tau_ft")
+    assert tuple(entry.meta["needs"]) == ("forget", "retain") and entry.meta["retain_only"]
+    hp = make_hparams("nabla_tau_ft")
+    assert (hp.lr, hp.weight_decay, hp.lr_end_factor, hp.batch_size) == (1e-3, 0.01, 0.1, 256)
+    assert (hp.bn_mode, hp.augment, hp.compute_epochs, hp.forget_epochs) == (
+        "eval",
+        "none",
+        6.0,
+        0,
+    )
+
+
+def test_finetune_epoch_rule_is_the_notebooks_not_twice_the_rounded_count():
+    # int(R / F * 6) on the CIFAR counts: 15 % -> 33 forget-epochs, not 2 * 16
+    assert ft.finetune_epoch_count(190, 6) == 190
+    assert ft.finetune_epoch_count(167, 30) == 33 != 2 * nt.forget_epoch_count(167, 30)
+    assert ft.finetune_epoch_count(137, 59) == 13
+    assert ft.finetune_epoch_count(1, 10) == 1
+
+
+def _run_ft(setup, k=64, seed=0, **hp):
+    env, spec, bundle, carved, model0 = setup
+    train = View(bundle.train, carved.train, env.device, "train")
+    f = select_forget(train.targets, ForgetSpec("instance", k=k), seed)
+    data = UnlearnData(
+        train.subset(f, "forget"),
+        train.subset(retain_positions(len(carved.train), f), "retain"),
+        Withheld("val", "nabla_tau_ft"),
+        bundle.num_classes,
+    )
+    ctx = Context(
+        env.device, seed, torch.Generator().manual_seed(seed), spec.recipe, 4, method="nabla_tau_ft"
+    )
+    hp = make_hparams("nabla_tau_ft", hp)
+    return METHODS.get("nabla_tau_ft")(copy.deepcopy(model0), data, hp, ctx), ctx
+
+
+@pytest.mark.parametrize("mode", ["eval", "train"])
+def test_finetune_baseline_steps_and_forget_forward_only_in_bn_train_mode(setup, mode, monkeypatch):
+    calls = []
+    real = nt.nabla_tau_loss
+
+    def spy(forget_losses, retain_losses, val_loss, alpha):
+        calls.append((alpha, val_loss))
+        return real(forget_losses, retain_losses, val_loss, alpha)
+
+    monkeypatch.setattr(nt, "nabla_tau_loss", spy)
+    # k=64 of 256, batch 32: F = 2, R = 6 -> int(6 / 2 * 6) = 18 forget-epochs of 2 steps
+    _, ctx = _run_ft(setup, batch_size=32, bn_mode=mode)
+    assert ctx.extra["forget_epochs"] == 18 and ctx.steps == 36
+    assert "val_loss_start" not in ctx.extra  # no D_v, no L_v
+    assert calls == ([] if mode == "eval" else [(0.0, 0.0)] * 36)
+
+
+# --- the notebooks' data layout: D_v = half of the test set ----------------------------------
+
+
+def test_val_from_is_left_out_of_hashes_while_default():
+    assert "val_from" not in canonical_json(DataSpec("digits", val_fraction=0.1))
+    spec = RunSpec("nabla_tau", data=DataSpec("digits", val_fraction=0.5, val_from="test"))
+    assert '"val_from":"test"' in canonical_json(spec)
+    assert spec.run_id != RunSpec("nabla_tau", data=DataSpec("digits", val_fraction=0.5)).run_id
+    assert RunSpec.from_dict(spec.to_dict()) == spec
+
+
+def test_carve_val_from_test_splits_the_test_set_and_keeps_all_of_train(tmp_path):
+    bundle = load_dataset("synthetic", Locations(None, tmp_path))
+    c = carve(bundle, DataSpec("synthetic", val_fraction=0.5, val_from="test", split_seed=3))
+    assert c.train.tolist() == list(range(len(bundle.train)))
+    assert c.val_split is bundle.test and c.val_from == "test"
+    assert len(c.test) == len(c.val) == len(bundle.test) // 2
+    assert sorted(c.test.tolist() + c.val.tolist()) == list(range(len(bundle.test)))
+    again = carve(bundle, DataSpec("synthetic", val_fraction=0.5, val_from="test", split_seed=3))
+    assert torch.equal(again.val, c.val)
+    other = carve(bundle, DataSpec("synthetic", val_fraction=0.5, val_from="test", split_seed=4))
+    assert not torch.equal(other.val, c.val)
+    # test_subset first, then the split; the default layout is unchanged (val from train)
+    sub = carve(bundle, DataSpec("synthetic", val_fraction=0.25, val_from="test", test_subset=40))
+    assert (len(sub.test), len(sub.val)) == (30, 10)
+    assert set(sub.test.tolist() + sub.val.tolist()) <= set(range(len(bundle.test)))
+    old = carve(bundle, DataSpec("synthetic", val_fraction=0.25))
+    assert old.val_split is bundle.train and len(old.train) + len(old.val) == len(bundle.train)
+
+
+def test_carve_val_from_errors(tmp_path):
+    bundle = load_dataset("synthetic", Locations(None, tmp_path))
+    with pytest.raises(BenchError, match="val_fraction"):
+        carve(bundle, DataSpec("synthetic", val_from="test"))
+    with pytest.raises(BenchError, match="val_from"):
+        carve(bundle, DataSpec("synthetic", val_fraction=0.5, val_from="holdout"))
+
+
+def test_plan_estimates_count_the_test_half_not_a_smaller_train():
+    from bench.plan import _sizes
+
+    spec = RunSpec("nabla_tau", data=DataSpec("cifar10", val_fraction=0.5, val_from="test"))
+    assert _sizes(spec) == (50_000, 5_000)
+
+
+def test_protocol_hands_the_held_out_test_half_to_the_method(env, monkeypatch):
+    seen = {}
+    real = nt.unlearning_loop
+
+    def spy(model, forget, retain, val, *a):
+        seen["val"] = val
+        return real(model, forget, retain, val, *a)
+
+    monkeypatch.setattr(nt, "unlearning_loop", spy)
+    data = DataSpec("synthetic", val_fraction=0.5, val_from="test")
+    spec = tiny_spec("nabla_tau", k=16, data=data)
+    assert execute(spec, env) == "done"
+    bundle = load_dataset("synthetic", env.locations)
+    carved = carve(bundle, data)
+    val = seen["val"]
+    assert val.split is bundle.test and torch.equal(val.indices, carved.val)
+    meta = json.loads(record_path(env.out, spec.run_id).read_text().splitlines()[0])
+    assert meta["n_test"] == len(carved.test) == 64
+
+
+def test_nablatau_suites_use_the_notebooks_baseline_and_layout():
+    for name, seed in (("digits", 0), ("cifar10", 42), ("cifar100", 44)):
+        grid = SUITES.get(f"nablatau-{name}")
+        assert grid.methods == ("nabla_tau", "nabla_tau_ft", "retrain")
+        assert grid.data == DataSpec(name, val_fraction=0.5, val_from="test", split_seed=seed)

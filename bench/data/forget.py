@@ -15,28 +15,42 @@ import torch
 from torch import Tensor
 
 from bench.data.datasets import DatasetBundle
+from bench.data.splits import Split
 from bench.errors import BenchError
 from bench.spec import DataSpec, ForgetSpec
+
+VAL_SOURCES = ("train", "test")
 
 
 @dataclass
 class Carved:
     """Indices into the bundle's splits: ``train`` (after the validation hold-out and subset),
-    ``val`` (held out of train, possibly empty) and ``test``."""
+    ``val`` (possibly empty; rows of train, or of test when ``val_from == "test"``) and
+    ``test``."""
 
     bundle: DatasetBundle
     train: Tensor
     val: Tensor
     test: Tensor
+    val_from: str = "train"
+
+    @property
+    def val_split(self) -> Split:
+        """The split that ``val`` indexes."""
+        return self.bundle.test if self.val_from == "test" else self.bundle.train
 
 
 def carve(bundle: DatasetBundle, spec: DataSpec) -> Carved:
+    if spec.val_from not in VAL_SOURCES:
+        raise BenchError(f"val_from must be one of {VAL_SOURCES}, got {spec.val_from!r}")
+    if spec.val_fraction and not 0 < spec.val_fraction < 1:
+        raise BenchError(f"val_fraction must be in (0, 1), got {spec.val_fraction}")
+    if spec.val_from == "test" and not spec.val_fraction:
+        raise BenchError("val_from='test' needs val_fraction in (0, 1) (the notebooks': 0.5)")
     n_train = len(bundle.train)
     all_train = np.arange(n_train)
     val = np.array([], dtype=np.int64)
-    if spec.val_fraction:
-        if not 0 < spec.val_fraction < 1:
-            raise BenchError(f"val_fraction must be in (0, 1), got {spec.val_fraction}")
+    if spec.val_fraction and spec.val_from == "train":
         from sklearn.model_selection import train_test_split
 
         all_train, val = train_test_split(
@@ -49,12 +63,27 @@ def carve(bundle: DatasetBundle, spec: DataSpec) -> Carved:
     test = _subset(
         np.arange(len(bundle.test)), spec.test_subset, spec.split_seed + 1, "test_subset"
     )
+    if spec.val_from == "test":
+        test, val = split_held_out(test, spec.val_fraction, spec.split_seed)
     return Carved(
         bundle,
         torch.from_numpy(train).long(),
         torch.from_numpy(np.sort(val)).long(),
-        torch.from_numpy(test).long(),
+        torch.from_numpy(np.sort(test)).long(),
+        spec.val_from,
     )
+
+
+def split_held_out(idx: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(test, validation) rows of ``idx`` as ``torch.utils.data.random_split(idx, [1 -
+    fraction, fraction], generator=torch.Generator().manual_seed(seed))`` gives them: the
+    Nabla-tau notebooks' split of the held-out data (github.com/dnl-trpp/Nabla-Tau @ 1012093,
+    ``Unlearning_main_Cifar10.ipynb``, fraction 0.5, seed = the notebook's SEED)."""
+    keep, held = torch.utils.data.random_split(
+        range(len(idx)), [1 - fraction, fraction], generator=torch.Generator().manual_seed(seed)
+    )
+    rows = [np.asarray(part.indices, dtype=np.int64) for part in (keep, held)]
+    return idx[rows[0]], idx[rows[1]]
 
 
 def _subset(idx: np.ndarray, n: int | None, seed: int, what: str) -> np.ndarray:
