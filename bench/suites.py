@@ -152,6 +152,10 @@ L2UL_DIGITS_HP = {
 }
 L2UL_DIGITS_FORGETS = tuple(ForgetSpec("instance", k=k) for k in (8, 32, 64, 128))
 L2UL_PAPER_FORGETS = tuple(ForgetSpec("instance", k=k) for k in (16, 64, 128, 256))
+# The paper-scale suites draw adversarial targets as the published runs did (the first-commit
+# utils.adv_attack of csm9493/L2UL: uniform on {0..9} for every dataset, a hit on y replaced
+# by class 5), not with the project's default ("all": uniform over the other classes)
+L2UL_PAPER_TARGETS = {"target_label_range": "first10"}
 
 register_suite(
     Grid(
@@ -176,6 +180,7 @@ register_suite(
         methods=L2UL_METHODS,
         forgets=L2UL_PAPER_FORGETS,
         seeds=(0, 1, 2, 3, 4),
+        hparams={"adv_only": L2UL_PAPER_TARGETS, "adv_mas": L2UL_PAPER_TARGETS},
         share_pretraining=True,
     )
 )
@@ -218,14 +223,20 @@ register_suite(
             "neggrad": {"max_epochs": 100},
             "random_labels": {"max_epochs": 100},
             "mas_only": {"max_epochs": 100},
-            "adv_only": {"n_adv": 200, "max_epochs": 100},
-            "adv_mas": {"n_adv": 200, "max_epochs": 100},
+            "adv_only": {"n_adv": 200, "max_epochs": 100, **L2UL_PAPER_TARGETS},
+            "adv_mas": {"n_adv": 200, "max_epochs": 100, **L2UL_PAPER_TARGETS},
         },
         share_pretraining=True,
     )
 )
 _L2UL_IMAGENET_HP = {"forget_batch": 16, "max_epochs": 100}
-_L2UL_IMAGENET_ADV = {**_L2UL_IMAGENET_HP, "adv_batch": 128, "n_adv": 200, "attack_batch": 256}
+_L2UL_IMAGENET_ADV = {
+    **_L2UL_IMAGENET_HP,
+    "adv_batch": 128,
+    "n_adv": 200,
+    "attack_batch": 256,
+    **L2UL_PAPER_TARGETS,
+}
 register_suite(
     Grid(
         name="l2ul-imagenet",
