@@ -26,7 +26,7 @@ STD = "_std"
 #: columns that identify rows (rendered left-aligned as text; dropped when constant)
 ID_COLS = ["suite", "dataset", "arch", "forget", "k", "frac", "forget_class", "request", "method"]
 #: decimals per column (default 1: accuracies in %)
-DIGITS = {"steps": 0, "seconds": 2, "MIA_L": 2, "MIA_E": 2, "Avg. Gap": 2}
+DIGITS = {"steps": 0, "seconds": 2, "MIA_L": 2, "MIA_E": 2, "Avg. Gap": 2, "cap hits": 0}
 #: the Mnemonic-code paper's published numbers (tidy: one row per table, dataset, method,
 #: class, t_mix and metric)
 PUBLISHED_MNEMONIC = Path(__file__).with_name("published") / "mnemonic.csv"
@@ -114,14 +114,30 @@ def _scenario(metrics: pd.DataFrame, scenario: str) -> pd.DataFrame:
 
 def l2ul_table(metrics: pd.DataFrame) -> pd.DataFrame:
     """L2UL's table: per (dataset, arch, k, method) of single-request instance-wise runs, the
-    D_f / D_r / test accuracy after unlearning and the steps taken (mean, std over seeds, n)."""
+    D_f / D_r / test accuracy after unlearning and the steps taken (mean, std over seeds), the
+    95 % t-interval half-widths of D_r and test accuracy (``D_r CI95``, ``test CI95``; empty
+    for a single seed), the number of runs that stopped at the epoch cap (``cap hits``) and
+    ``n``."""
+    from scipy import stats
+
     m = _final(_scenario(_forget_kind(metrics, "k="), "single"))
     if m.empty:
         return pd.DataFrame()
-    per_run = _pick(m, {**_ACC, ("unlearn", "-", "steps"): "steps"})
+    per_run = _pick(
+        m, {**_ACC, ("unlearn", "-", "steps"): "steps", ("unlearn", "-", "cap_hit"): "cap hits"}
+    )
     per_run["k"] = per_run["forget"].str.slice(2).astype(int)
     cols = [c for c in ["D_f acc", "D_r acc", "test acc", "steps"] if c in per_run]
-    return _per_run_to_stats(per_run, ["dataset", "arch", "k", "method"], cols)
+    keys = ["dataset", "arch", "k", "method"]
+    out = _per_run_to_stats(per_run, keys, cols)
+    t = stats.t.ppf(0.975, (out["n"] - 1).clip(lower=1))
+    for col, name in (("D_r acc", "D_r CI95"), ("test acc", "test CI95")):
+        if col in out:
+            out[name] = (t * out[col + STD] / out["n"].pow(0.5)).where(out["n"] > 1)
+    if "cap hits" in per_run:
+        caps = per_run.groupby(keys, dropna=False)["cap hits"].sum().rename("cap hits")
+        out = out.merge(caps.reset_index(), on=keys, how="left")
+    return out[[c for c in out.columns if c != "n"] + ["n"]]
 
 
 def continual_table(metrics: pd.DataFrame) -> pd.DataFrame:

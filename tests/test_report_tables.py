@@ -88,6 +88,7 @@ def make_records(out: Path) -> Path:
                 rows = [
                     (0, "before", "forget", "accuracy", 100.0),
                     (1, "unlearn", "-", "steps", steps + 10 * seed),
+                    (1, "unlearn", "-", "cap_hit", float(method == "adv_mas" and seed == 1)),
                     (1, "after", "forget", "accuracy", max(f - d, 0.0)),
                     (1, "after", "retain", "accuracy", r - d),
                     (1, "after", "test", "accuracy", t - d),
@@ -240,3 +241,19 @@ def test_absent_data_skips_tables(tmp_path):
     names = {p.name for p in write_tables(metrics, runs, tmp_path / "t")}
     assert names == {"l2ul.md", "l2ul.tex", "l2ul.csv", "runs.md"}
     assert leaderboard(metrics).empty and nablatau_table(metrics).empty
+
+
+def test_l2ul_table_confidence_intervals_and_cap_hits(records):
+    """95 % t-interval half-widths of D_r / test accuracy over seeds and the count of runs that
+    stopped at the cap, per (k, method): known answers on the fixture (2 seeds 2 points apart:
+    std sqrt(2), half-width t_0.975(1) * sqrt(2) / sqrt(2) = 12.706)."""
+    from reports.tables import l2ul_table
+
+    metrics, _ = records
+    table = l2ul_table(metrics).set_index(["k", "method"])
+    assert list(table.columns[-3:]) == ["test CI95", "cap hits", "n"]
+    for k in (8, 32):
+        assert table.loc[(k, "neggrad"), "D_r CI95"] == pytest.approx(12.7062, abs=1e-3)
+        assert table.loc[(k, "neggrad"), "test CI95"] == pytest.approx(12.7062, abs=1e-3)
+        assert table.loc[(k, "adv_mas"), "cap hits"] == 1
+        assert table.loc[(k, "neggrad"), "cap hits"] == 0
