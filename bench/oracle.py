@@ -27,9 +27,9 @@ from pathlib import Path
 import torch
 
 from bench import runtime
+from bench.cache import load_entry, save_entry
 from bench.data import Carved, View
 from bench.errors import BenchError
-from bench.records import atomic_torch_save
 from bench.spec import RunSpec, stable_hash
 from bench.train import TRAIN_CODE_VERSION, fresh_model, predict, train
 
@@ -123,7 +123,9 @@ def build_oracle_pool(
         key = oracle_key(spec, n_train, forgotten, i, runtime.precision(device))
         path = cache / "oracle" / f"oracle-{key}.pt"
         with file_lock(path.with_suffix(".lock")):
-            if not path.exists():
+            # verified (key, content hash, logit shapes); a damaged entry is moved aside
+            blob = load_entry(path, key, _fits(n_train, len(carved.test)))
+            if blob is None:
                 t0 = time.perf_counter()
                 model = fresh_model(bundle, spec.arch, ORACLE_SEED + i)
                 model.to(device)
@@ -135,11 +137,24 @@ def build_oracle_pool(
                         "state_dict": {k: v.cpu() for k, v in model.state_dict().items()},
                         "info": {"seconds": time.perf_counter() - t0, "steps": steps, "key": key},
                     }
-                atomic_torch_save(blob, path)
+                save_entry(blob, path, key)
                 log.info("oracle %d/%d built in %.1f s", i + 1, size, blob["info"]["seconds"])
-            blob = torch.load(path, map_location="cpu", weights_only=True)
         tr.append(blob["train_logits"])
         te.append(blob["test_logits"])
         secs.append(float(blob["info"]["seconds"]))
         keys.append(key)
     return OraclePool(torch.stack(tr), torch.stack(te), forgotten.clone(), secs, keys)
+
+
+def _fits(n_train: int, n_test: int):
+    """Validation of a cached oracle: logits for every train and test row."""
+
+    def check(blob: dict) -> None:
+        tr, te = blob["train_logits"], blob["test_logits"]
+        if tr.dim() != 2 or tr.shape[0] != n_train or te.dim() != 2 or te.shape[0] != n_test:
+            raise ValueError(
+                f"logits of shape {tuple(tr.shape)} / {tuple(te.shape)} for "
+                f"{n_train} train / {n_test} test rows"
+            )
+
+    return check

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from bench import runtime
+from bench.cache import load_entry, save_entry
 from bench.data import Carved, Locations, View, carve, load_dataset, retain_positions, select_forget
 from bench.errors import BenchError
 from bench.method import (
@@ -38,7 +39,7 @@ from bench.method import (
 )
 from bench.metrics import evaluate
 from bench.progress import ProgressProbe
-from bench.records import atomic_torch_save, code_version, hardware, run_status, write_records
+from bench.records import code_version, hardware, run_status, write_records
 from bench.spec import RunSpec, stable_hash
 from bench.train import TRAIN_CODE_VERSION, fresh_model, train
 
@@ -160,11 +161,16 @@ def pretrained_with_artifacts(
     path = env.cache / "models" / f"pretrain-{key}.pt"
     bundle = carved.bundle
     with file_lock(path.with_suffix(".lock")):
-        if path.exists():
-            blob = torch.load(path, map_location="cpu", weights_only=True)
-            model = fresh_model(bundle, spec.arch, spec.train_seed)
-            model.load_state_dict(blob["state_dict"])
-            artifacts = blob.get("artifacts", {})
+        loaded: list[nn.Module] = []
+
+        def fits(blob: dict) -> None:  # the state dict loads into a fresh model of the arch
+            loaded.append(fresh_model(bundle, spec.arch, spec.train_seed))
+            loaded[0].load_state_dict(blob["state_dict"])
+
+        # verified (key, content hash, state dict fits); a damaged entry is moved aside
+        blob = load_entry(path, key, fits)
+        if blob is not None:
+            model, artifacts = loaded[0], blob.get("artifacts", {})
             return model.to(env.device).eval(), {**blob["info"], "cached": True}, artifacts
         t0 = time.perf_counter()
         model = fresh_model(bundle, spec.arch, spec.train_seed, pretrained=spec.recipe.pretrained)
@@ -195,7 +201,7 @@ def pretrained_with_artifacts(
         }
         if artifacts:
             blob["artifacts"] = artifacts
-        atomic_torch_save(blob, path)
+        save_entry(blob, path, key)
         from bench.plan import Unit, mark_prepared
 
         mark_prepared(env.cache, Unit("pretrain", spec), {"key": key})

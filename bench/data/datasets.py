@@ -14,10 +14,14 @@ the working directory.
 
 from __future__ import annotations
 
+import functools
+import gzip
 import hashlib
 import os
 import shutil
 import tarfile
+import zipfile
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +29,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bench.cache import load_entry, save_entry
+from bench.data.safe_pickle import RefusedPickle, load_data_pickle
 from bench.data.splits import FileSplit, Split, TensorSplit
 from bench.errors import BenchError, DataNotFoundError
 from bench.registry import Registry
@@ -152,9 +158,13 @@ def _cifar(
     if loc.download:
         if root is None:
             raise BenchError(f"--download needs a --data-root (or BENCH_DATA) to put {name} in")
+        from torchvision.datasets.utils import download_and_extract_archive
+
         root.mkdir(parents=True, exist_ok=True)
-        tv_cls(str(root), train=True, download=True)
-        tv_cls(str(root), train=False, download=True)
+        # torchvision checks the archive's MD5; the files are read by our loader below
+        download_and_extract_archive(
+            tv_cls.url, str(root), filename=tv_cls.filename, md5=tv_cls.tgz_md5
+        )
         return _cifar_torchvision(tv_cls, root, name, n_classes, mean, std)
     where = f"under {root}" if root is not None else "(no data root given)"
     raise DataNotFoundError(
@@ -165,48 +175,93 @@ def _cifar(
     )
 
 
-class _NoChecksum:
-    """Mixin: accept torchvision CIFAR files that are present without checking their MD5.
+def _official_md5(path: Path, md5: str) -> str:
+    """How ``path`` compares with torchvision's official file of that name (for messages)."""
+    h = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    if h.hexdigest() == md5:
+        return "it has the MD5 of torchvision's official file"
+    return "it is not torchvision's official file: MD5 differs"
 
-    torchvision verifies the official archives' checksums, which rejects any re-created
-    file (test fixtures, re-packed copies). We check presence instead; the format is still
-    parsed by torchvision itself."""
 
-    def _check_integrity(self) -> bool:  # overrides torchvision's private check
-        base = Path(self.root) / self.base_folder
-        return all((base / f).is_file() for f, _ in self.train_list + self.test_list)
-
-    def _load_meta(self) -> None:  # torchvision checks the meta file's MD5 here as well
-        import pickle
-
-        with open(Path(self.root) / self.base_folder / self.meta["filename"], "rb") as f:
-            self.classes = pickle.load(f, encoding="latin1")[self.meta["key"]]
-        self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
+def _read_cifar_pickle(path: Path, md5: str, base: Path) -> dict:
+    """One CIFAR pickle, read with :func:`load_data_pickle`: plain data only, whatever the file
+    (official, re-packed or hand-made); keys as str."""
+    fix = f"delete {base} and re-download with --download"
+    try:
+        with open(path, "rb") as f:
+            obj = load_data_pickle(f)
+    except RefusedPickle as exc:
+        raise BenchError(
+            f"{path}: refused to unpickle ({_official_md5(path, md5)}, and it imports {exc}; "
+            f"only dicts, lists, str, bytes, numbers and numpy arrays are read from CIFAR "
+            f"pickles, nothing was run): {fix}"
+        ) from None
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure means a damaged file
+        if isinstance(exc, MemoryError):
+            raise
+        why = (str(exc).splitlines() or [""])[0][:120] or type(exc).__name__
+        raise BenchError(
+            f"{path} is not a readable CIFAR pickle ({why}; {_official_md5(path, md5)}): {fix}"
+        ) from None
+    if not isinstance(obj, dict):
+        raise BenchError(f"{path} holds a {type(obj).__name__}, not a CIFAR batch (a dict): {fix}")
+    return {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in obj.items()}
 
 
 def _cifar_torchvision(tv_cls, root: Path, name, n_classes, mean, std) -> DatasetBundle:
-    cls = type(f"Unchecked{tv_cls.__name__}", (_NoChecksum, tv_cls), {})
-    splits = []
-    try:
-        for train in (True, False):
-            ds = cls(str(root), train=train, download=False)
-            x = torch.from_numpy(np.ascontiguousarray(ds.data)).permute(0, 3, 1, 2).contiguous()
-            splits.append((TensorSplit(x, torch.tensor(ds.targets)), ds.classes))
-    except (RuntimeError, OSError, KeyError, ValueError) as exc:
+    """torchvision's CIFAR format, read with a data-only unpickler (never ``pickle.load``, so
+    a crafted file in the data root cannot run code): ``data`` rows of 3072 bytes (1024 R,
+    G, B values each) and ``labels`` (CIFAR-10) or ``fine_labels`` (CIFAR-100)."""
+    base = root / tv_cls.base_folder
+    fix = f"delete {base} and re-download with --download"
+    files = {f: md5 for f, md5 in tv_cls.train_list + tv_cls.test_list}
+    files[tv_cls.meta["filename"]] = tv_cls.meta["md5"]
+    missing = [f for f in files if not (base / f).is_file()]
+    if missing:
         raise BenchError(
-            f"{name} files under {root / tv_cls.base_folder} are unreadable ({exc}); "
-            f"delete them and re-download with --download"
-        ) from None
+            f"{name} files under {base} are incomplete ({', '.join(missing)} missing): {fix}"
+        )
+    splits = []
+    for listing in (tv_cls.train_list, tv_cls.test_list):
+        xs, ys = [], []
+        for fname, md5 in listing:
+            path = base / fname
+            entry = _read_cifar_pickle(path, md5, base)
+            data = entry.get("data")
+            labels = entry.get("labels", entry.get("fine_labels"))
+            try:
+                data = np.asarray(data, dtype=np.uint8).reshape(-1, 3072)
+                labels = np.asarray(labels, dtype=np.int64).reshape(-1)
+            except (TypeError, ValueError) as exc:
+                raise BenchError(f"{path} is not a CIFAR batch ({exc}): {fix}") from None
+            if len(labels) != len(data) or (
+                len(labels) and not 0 <= labels.min() <= labels.max() < n_classes
+            ):
+                raise BenchError(
+                    f"{path} is not a CIFAR batch ({len(data)} images, {len(labels)} labels in "
+                    f"0..{n_classes - 1} expected): {fix}"
+                )
+            xs.append(data)
+            ys.append(labels)
+        x = torch.from_numpy(np.concatenate(xs).reshape(-1, 3, 32, 32))
+        splits.append(TensorSplit(x, torch.from_numpy(np.concatenate(ys))))
+    meta_path = base / tv_cls.meta["filename"]
+    classes = _read_cifar_pickle(meta_path, tv_cls.meta["md5"], base).get(tv_cls.meta["key"])
+    if not isinstance(classes, (list, tuple)) or len(classes) != n_classes:
+        raise BenchError(f"{meta_path} lacks the {n_classes} {tv_cls.meta['key']}: {fix}")
     return DatasetBundle(
         name,
-        splits[0][0],
-        splits[1][0],
+        splits[0],
+        splits[1],
         n_classes,
         (3, 32, 32),
         mean,
         std,
-        list(splits[0][1]),
-        f"torchvision:{root / tv_cls.base_folder}",
+        [str(c) for c in classes],
+        f"torchvision:{base}",
     )
 
 
@@ -216,8 +271,21 @@ def _unpack(tar: Path, cache: Path) -> Path:
     if not (dest / ".complete").exists():
         tmp = dest.with_name(dest.name + f".tmp{os.getpid()}")
         tmp.mkdir(parents=True, exist_ok=True)
-        with tarfile.open(tar) as tf:
-            tf.extractall(tmp, filter="data")
+        try:
+            with tarfile.open(tar) as tf:
+                tf.extractall(tmp, filter="data")
+        except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
+            shutil.rmtree(tmp, ignore_errors=True)  # no half-unpacked folder left behind
+            why = (str(exc).splitlines() or [""])[0][:160] or type(exc).__name__
+            if isinstance(exc, OSError) and not isinstance(exc, gzip.BadGzipFile):
+                raise BenchError(
+                    f"cannot unpack {tar} into {dest.parent} ({why}): check that the file is "
+                    f"readable and that the cache (BENCH_CACHE / --cache-dir) has space"
+                ) from None
+            raise BenchError(
+                f"{tar} is truncated or damaged ({why}): copy it again, or unpack a good copy "
+                f"and pass its folder as --data-root"
+            ) from None
         (tmp / ".complete").touch()
         try:
             os.replace(tmp, dest)
@@ -255,13 +323,12 @@ def _image_folder_tensors(
         for p, _ in samples:
             h.update(f"{s}/{os.path.relpath(p, base)}:{os.path.getsize(p)}".encode())
     key = cache / "data" / f"{name}-folder-{h.hexdigest()[:16]}.pt"
-    if key.exists():
-        blob = torch.load(key, weights_only=True)
-    else:
+    # verified (key, content hash, sizes); a damaged entry is moved aside and decoded again
+    sizes = {s: len(samples) for s, samples in split_samples.items()}
+    blob = load_entry(key, key.stem, functools.partial(_check_decoded, sizes=sizes))
+    if blob is None:
         blob = {s: _decode(samples) for s, samples in split_samples.items()}
-        from bench.records import atomic_torch_save
-
-        atomic_torch_save(blob, key)
+        save_entry(blob, key, key.stem)
     return DatasetBundle(
         name,
         TensorSplit(*blob["train"]),
@@ -275,11 +342,26 @@ def _image_folder_tensors(
     )
 
 
+def _check_decoded(blob: dict, sizes: dict[str, int]) -> None:
+    """Validation of a decoded-data cache entry: uint8 images and labels for every file."""
+    for split, n in sizes.items():
+        x, y = blob[split]
+        if x.dtype != torch.uint8 or tuple(x.shape) != (n, 3, 32, 32) or tuple(y.shape) != (n,):
+            raise ValueError(f"{split} tensors of shape {tuple(x.shape)} for {n} images")
+
+
 def _original_order(split_samples: dict, order_file: Path) -> dict:
     """Reorder each split to the dataset's original order (see ``_image_folder_tensors``);
     splits whose files do not match the label file keep folder order."""
-    labels = np.load(order_file, allow_pickle=False)
-    names = [str(c) for c in labels["class_names"]]
+    try:
+        with np.load(order_file, allow_pickle=False) as npz:
+            labels = dict(npz)
+        names = [str(c) for c in labels["class_names"]]
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+        raise BenchError(
+            f"{order_file} is not a readable label file ({exc}): replace it, or delete it to "
+            f"use folder order"
+        ) from None
     out = {}
     for split, samples in split_samples.items():
         by_key = {}
@@ -304,8 +386,14 @@ def _decode(samples: list[tuple[str, int]]) -> tuple[torch.Tensor, torch.Tensor]
         raise BenchError("an image-folder split is empty")
     arrs = []
     for path, _ in samples:
-        with Image.open(path) as im:
-            a = np.asarray(im.convert("RGB"), dtype=np.uint8)
+        try:
+            with Image.open(path) as im:
+                a = np.asarray(im.convert("RGB"), dtype=np.uint8)
+        except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as exc:
+            why = (str(exc).splitlines() or [""])[0][:160] or type(exc).__name__
+            raise BenchError(
+                f"{path} is not a readable image ({why}): replace or delete it"
+            ) from None
         if a.shape != (32, 32, 3):
             raise BenchError(f"{path} is {a.shape[1]}x{a.shape[0]}; CIFAR images must be 32x32")
         arrs.append(a)
