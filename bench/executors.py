@@ -9,13 +9,16 @@ that no two workers ever build the same model and oracle pools build in parallel
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import logging
 import multiprocessing as mp
 import os
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
+from bench.lifeline import worker_init
 from bench.plan import Unit, is_prepared, units_for
 from bench.protocol import Env, execute, prepare
 from bench.records import code_version, hardware, run_status, write_records
@@ -26,10 +29,37 @@ EXECUTORS = ("local", "debug", "slurm")
 log = logging.getLogger(__name__)
 
 
-def _worker_init(threads: int) -> None:
-    import torch
+@contextlib.contextmanager
+def _pool(workers: int, ctx: Any, threads: int):
+    """A process pool whose workers die with this process (``bench.lifeline``, armed before
+    they import torch). On an exception in the launcher (SIGTERM, Ctrl-C, a bug) the in-flight
+    runs are abandoned: their workers are terminated rather than waited for (a rerun redoes
+    those runs; finished records are kept)."""
+    pool = cf.ProcessPoolExecutor(
+        workers, mp_context=ctx, initializer=worker_init, initargs=(threads, os.getpid())
+    )
+    try:
+        yield pool
+    except BaseException:
+        _abandon(pool)
+        raise
+    pool.shutdown(wait=True)
 
-    torch.set_num_threads(threads)
+
+def _abandon(pool: cf.ProcessPoolExecutor, grace: float = 5.0) -> None:
+    """Terminate the pool's workers (SIGTERM, then SIGKILL after ``grace`` seconds)."""
+    procs = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for p in procs:
+        if p.is_alive():
+            p.terminate()
+    deadline = time.monotonic() + grace
+    for p in procs:
+        p.join(max(0.0, deadline - time.monotonic()))
+        if p.is_alive():
+            p.kill()
+            p.join(1.0)
+    pool.shutdown(wait=True)
 
 
 def _work(spec: RunSpec, env: Env) -> str:
@@ -100,9 +130,7 @@ def _run_pool(
     stages = [list(st) for st in stages if st]
     ctx = mp.get_context("spawn")  # no forked CUDA or thread state
     while stages:
-        with cf.ProcessPoolExecutor(
-            workers, mp_context=ctx, initializer=_worker_init, initargs=(threads,)
-        ) as pool:
+        with _pool(workers, ctx, threads) as pool:
             running: dict[cf.Future, RunSpec] = {}
             broken = False
             while stages and not broken:

@@ -18,11 +18,12 @@ import json
 import os
 import platform
 import subprocess
-import tempfile
 from collections.abc import Iterable, Iterator
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
+
+from bench.files import temp_file
 
 RECORDS_DIR = "records"
 
@@ -36,7 +37,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     reader sees the old file or the new one, never a partial one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = temp_file(path)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -57,7 +58,7 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = temp_file(path)
     os.close(fd)
     try:
         torch.save(obj, tmp)

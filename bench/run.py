@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -230,12 +231,26 @@ def validate(specs, env) -> None:
         select_forget(targets, s.forget, s.forget_seed)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, ``docker stop``, the end of a SLURM job), raised in the main thread so
+    that it takes Ctrl-C's path: in-flight runs abandoned, finished ones kept, a resume hint."""
+
+
+def _on_sigterm(signum, frame) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends the process at once
+    raise Terminated
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    try:
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    except ValueError:  # not the main thread: no handler
+        previous = None
     try:
         if args.list:
             reg = _registry(args.list)
@@ -249,11 +264,17 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # e.g. `--list methods | head`: the reader left, not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
+        term = isinstance(exc, Terminated)
         print(
-            "interrupted: finished runs are kept; rerun the same command to resume", file=sys.stderr
+            f"{'terminated (SIGTERM)' if term else 'interrupted'}: finished runs are kept; rerun "
+            "the same command to resume",
+            file=sys.stderr,
         )
-        return 130
+        return 143 if term else 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _describe(reg, name: str) -> str:
@@ -322,6 +343,9 @@ def _run(args: argparse.Namespace) -> int:
         except BenchError as exc:  # the data may live where the jobs run, not here
             print(f"warning: {exc}", file=sys.stderr)
         return _dry_run(args, specs, env)
+    from bench.files import clean_stale, leftover_folders
+
+    clean_stale(leftover_folders(out, env.cache))  # of killed launches: dead owners only
     validate(specs, env)
     done = sum(run_status(out, s.run_id) == "done" for s in specs)
     print(f"{len(specs)} runs in suite {suite!r} ({done} already done) -> {out}", file=sys.stderr)

@@ -269,7 +269,9 @@ def _unpack(tar: Path, cache: Path) -> Path:
     st = tar.stat()
     dest = cache / "data" / f"{tar.name.split('.')[0]}-{st.st_size}"
     if not (dest / ".complete").exists():
-        tmp = dest.with_name(dest.name + f".tmp{os.getpid()}")
+        from bench.files import owner_tag  # the owner's pid@host: a dead owner's is cleaned
+
+        tmp = dest.with_name(dest.name + f".tmp{owner_tag()}")
         tmp.mkdir(parents=True, exist_ok=True)
         try:
             with tarfile.open(tar) as tf:
