@@ -29,7 +29,7 @@ from bench.attacks import make_adversarial_set
 from bench.data import View
 from bench.errors import BenchError
 from bench.importance import MASPenalty, mas_importance, normalize_importance
-from bench.method import Context, UnlearnData
+from bench.method import Context, UnlearnData, hparam
 from bench.unlearning import ForgetCheck, cycle, other_labels, run_until_forgotten, sgd
 
 OBJECTIVES = ("misclassify", "relabel")
@@ -73,13 +73,13 @@ class AdvFields:
     concatenated batch (forget images first); the loss value is the same, but for a network
     with BatchNorm it is a different method (a named deviation, kept for comparison)."""
 
-    n_adv: int = 20
-    eps: float = 4.0
-    step: float = 0.1
+    n_adv: int = hparam(20, ge=1)
+    eps: float = hparam(4.0, gt=0)
+    step: float = hparam(0.1, gt=0)
     iters: int = 100
-    target_label_range: str = "all"
+    target_label_range: str = hparam("all", choices=("all", "first10"))
     adv_batch: int = 256
-    attack_batch: int = 1024
+    attack_batch: int = hparam(1024, ge=0)  # 0: all at once
     union_batch: bool = False
 
 

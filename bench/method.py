@@ -16,6 +16,8 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import importlib
+import math
+import operator
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -115,7 +117,88 @@ def make_hparams(name: str, overrides: dict[str, Any] | None = None) -> Any:
             hint = f"did you mean {', '.join(near)}?" if near else f"known: {', '.join(fields)}"
             raise BenchError(f"method {name!r} has no hyperparameter {key!r}: {hint}")
         kwargs[key] = _coerce(value, fields[key], cls)
-    return cls(**kwargs)
+    hp = cls(**kwargs)
+    check_hparams(name, hp)
+    return hp
+
+
+#: field metadata keys of a hyperparameter dataclass, declared with :func:`hparam`
+RANGE, CHOICES = "range", "choices"
+_OPS = {">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le}
+
+
+def hparam(
+    default: Any,
+    *,
+    gt: float | None = None,
+    ge: float | None = None,
+    lt: float | None = None,
+    le: float | None = None,
+    choices: tuple[str, ...] | None = None,
+) -> Any:
+    """A hyperparameter field with declared constraints, checked by :func:`make_hparams`
+    (so before anything runs), e.g. ``forget_epochs: int = hparam(0, ge=0)`` (0 = a rule) or
+    ``bn_mode: str = hparam("eval", choices=("eval", "train"))``. A declaration replaces the
+    generic constraint of the field's name (:func:`default_range`); ``hparam(x)`` declares none."""
+    bounds = tuple(
+        (op, v) for op, v in ((">", gt), (">=", ge), ("<", lt), ("<=", le)) if v is not None
+    )
+    meta: dict[str, Any] = {RANGE: bounds}
+    if choices is not None:
+        meta[CHOICES] = tuple(choices)
+    return field(default=default, metadata=meta)
+
+
+def default_range(name: str, default: Any) -> tuple[tuple[str, float], ...]:
+    """The constraint of a numeric hyperparameter that declares none, by its name: learning
+    rates (``lr``, ``*_lr``) > 0; batch sizes (``*batch*``, ``chunk``), epoch and step counts
+    (``epochs``, ``*_epochs``, ``*_steps``, ``iters``) >= 1; ``weight_decay``, ``lam``,
+    ``lambda*`` >= 0; ``momentum`` in [0, 1); ``*_fraction``, ``*_ratio`` in [0, 1];
+    ``temperature`` > 0. Other names: any finite number."""
+    if isinstance(default, bool) or not isinstance(default, (int, float)):
+        return ()
+    if name == "lr" or name.endswith("_lr") or name == "temperature":
+        return ((">", 0),)
+    if "batch" in name or name == "chunk":
+        return ((">=", 1),)
+    if name in ("epochs", "iters") or name.endswith(("_epochs", "_steps")):
+        return ((">=", 1),)
+    if name in ("weight_decay", "lam") or name.startswith("lambda"):
+        return ((">=", 0),)
+    if name == "momentum":
+        return ((">=", 0), ("<", 1))
+    if name.endswith(("_fraction", "_ratio")):
+        return ((">=", 0), ("<=", 1))
+    return ()
+
+
+def check_hparams(name: str, hp: Any) -> None:
+    """Raise :class:`BenchError` unless every numeric hyperparameter of method ``name`` is
+    finite and within its declared (:func:`hparam`) or generic (:func:`default_range`) range,
+    every string is one of its declared choices, and an ``objective`` is a known one."""
+    for f in dataclasses.fields(hp):
+        value = getattr(hp, f.name)
+        default = f.default if f.default is not dataclasses.MISSING else None
+        where = f"method {name!r}: hyperparameter {f.name}"
+        if isinstance(value, float) and not math.isfinite(value):
+            raise BenchError(f"{where} must be a finite number, got {value} (default {default})")
+        bounds = f.metadata.get(RANGE, default_range(f.name, default))
+        if bounds and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise BenchError(f"{where} must be a number, got {value!r} (default {default})")
+        for op, bound in bounds:
+            if not _OPS[op](value, bound):
+                want = " and ".join(f"{o} {b}" for o, b in bounds)
+                raise BenchError(f"{where} must be {want}, got {value} (default {default})")
+        choices = f.metadata.get(CHOICES)
+        if choices is not None and value not in choices:
+            raise BenchError(f"{where} must be one of {', '.join(choices)}, got {value!r}")
+    if any(f.name == "objective" for f in dataclasses.fields(hp)):
+        from bench.l2ul import check_objective  # here: bench.l2ul imports this module
+
+        try:
+            check_objective(hp)
+        except BenchError as exc:
+            raise BenchError(f"method {name!r}: {exc}") from None
 
 
 def _coerce(value: Any, f: dataclasses.Field, cls: type) -> Any:

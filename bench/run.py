@@ -2,7 +2,8 @@
 
 Runs a suite (or an ad-hoc grid narrowed by --method/--dataset/--arch/--forget/--seeds), skips
 every run already done under the output root, prints a mean ± std summary. Bad input gives one
-line on stderr and exit status 2.
+line on stderr and exit status 2, before anything runs; runs that failed while none succeeded
+give exit status 1.
 """
 
 from __future__ import annotations
@@ -17,6 +18,9 @@ from pathlib import Path
 from bench.errors import BenchError
 
 LISTABLE = ("methods", "datasets", "archs", "suites", "metrics")
+#: largest seed: every generator the runs seed (torch, numpy, scikit-learn) takes 0..2**32-1
+MAX_SEED = 2**32 - 1
+
 
 
 def parser() -> argparse.ArgumentParser:
@@ -162,7 +166,10 @@ def parse_seeds(text: str) -> list[int]:
     except ValueError:
         raise BenchError(f"cannot read --seeds {text!r}: use 0,1,2 or 0-4") from None
     if not seeds:
-        raise BenchError("--seeds is empty")
+        raise BenchError("--seeds is empty: use 0,1,2 or 0-4")
+    bad = [s for s in seeds if not 0 <= s <= MAX_SEED]
+    if bad:
+        raise BenchError(f"--seeds {bad[0]} is out of range: seeds are integers 0..{MAX_SEED}")
     return seeds
 
 
@@ -185,10 +192,16 @@ def plan(args: argparse.Namespace):
 
     grid = SUITES.get(args.suite or "smoke")
     methods = None
-    if args.method:
+    if args.method is not None:  # given but empty ('') is an error, not "the suite's"
         methods = [m.strip() for item in args.method for m in item.split(",") if m.strip()]
-    forgets = [ForgetSpec.parse(f) for f in args.forget.split(",")] if args.forget else None
-    seeds = parse_seeds(args.seeds) if args.seeds else None
+        if not methods:
+            raise BenchError(
+                "--method is empty: name methods (--list methods) or leave it out for the suite's"
+            )
+    forgets = None
+    if args.forget is not None:
+        forgets = [ForgetSpec.parse(f) for f in args.forget.split(",")]
+    seeds = parse_seeds(args.seeds) if args.seeds is not None else None
     data_over = {}
     if args.val_fraction is not None:
         data_over["val_fraction"] = args.val_fraction
@@ -210,13 +223,17 @@ def validate(specs, env) -> None:
     architectures known, methods' data needs satisfiable."""
     from bench.archs import ARCHS
     from bench.data import carve, load_dataset, select_forget
-    from bench.method import make_hparams, method_needs
+    from bench.method import make_hparams, method_needs, method_special_pretraining
 
     seen = set()
     for s in specs:
-        if not s.arch.startswith("timm/"):
+        if s.arch.startswith("timm/"):
+            check_timm(s.arch[len("timm/") :])
+        else:
             ARCHS.entry(s.arch)
-        needs = method_needs(s.method, make_hparams(s.method, s.hparams_dict))
+        hp = make_hparams(s.method, s.hparams_dict)
+        needs = method_needs(s.method, hp)
+        method_special_pretraining(s.method, hp)  # validates e.g. mnemonic's t_mix, code_space
         if "val" in needs and not s.data.val_fraction:
             raise BenchError(
                 f"method {s.method!r} needs a validation split: add --val-fraction 0.1"
@@ -226,9 +243,115 @@ def validate(specs, env) -> None:
             continue
         seen.add(key)
         bundle = load_dataset(s.data.name, env.locations)
-        carved = carve(bundle, s.data)
+        carved = _carve_checked(carve, bundle, s.data)
         targets = bundle.train.targets.index_select(0, carved.train)
-        select_forget(targets, s.forget, s.forget_seed)
+        forget = select_forget(targets, s.forget, s.forget_seed)
+        if len(forget) >= len(carved.train):
+            raise BenchError(
+                f"forget set {s.forget.label} is the whole training split of {s.dataset} "
+                f"({len(carved.train)} images): nothing is left to retain; forget fewer "
+                "classes or instances"
+            )
+
+
+def _carve_checked(carve, bundle, data):
+    """``carve(bundle, data)`` with the carving options checked against the split sizes: a
+    ``train_subset`` larger than the split is an error (it used to be clamped silently), and
+    a ``val_fraction`` that cannot be split per class names the option to change."""
+    import dataclasses
+
+    try:
+        whole = carve(bundle, dataclasses.replace(data, train_subset=None))
+    except BenchError:
+        raise
+    except ValueError as exc:  # scikit-learn's stratified split of a tiny part
+        raise BenchError(
+            f"cannot hold out --val-fraction {data.val_fraction} of the {data.name} train split "
+            f"({exc}): use a smaller fraction, e.g. 0.1"
+        ) from None
+    if data.train_subset is not None and data.train_subset > len(whole.train):
+        raise BenchError(
+            f"--train-subset {data.train_subset} is larger than the {data.name} train split "
+            f"({len(whole.train)} images{' after --val-fraction' if data.val_fraction else ''}"
+            f"): use at most {len(whole.train)}, or leave it out"
+        )
+    if data.test_subset is not None and data.test_subset > len(bundle.test):
+        raise BenchError(
+            f"test_subset {data.test_subset} is larger than the {data.name} test split "
+            f"({len(bundle.test)} images): use at most {len(bundle.test)}"
+        )
+    return carve(bundle, data) if data.train_subset is not None else whole
+
+
+def check_timm(name: str) -> None:
+    """An unknown ``timm/<name>`` is an error before anything runs (timm's model list is
+    local: no network)."""
+    try:
+        import timm
+    except ImportError:
+        raise BenchError(f"--arch timm/{name} needs timm: pip install timm") from None
+    if not timm.is_model(name):
+        import difflib
+
+        near = difflib.get_close_matches(name, timm.list_models(), n=3)
+        hint = f"did you mean {', '.join('timm/' + n for n in near)}?" if near else "see"
+        raise BenchError(
+            f"timm has no model {name!r}: {hint} timm.list_models('*{name.split('_')[0]}*')"
+        )
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Options that are meaningless whatever the suite: an error before anything runs."""
+    import math
+
+    for opt in ("suite", "dataset", "arch", "out", "cache_dir", "data_root", "device"):
+        if getattr(args, opt) is not None and not getattr(args, opt).strip():
+            flag = "--" + opt.replace("_", "-")
+            raise BenchError(f"{flag} is empty: give a value or leave the option out")
+    if args.workers is not None and args.workers < 1:
+        raise BenchError(
+            f"--workers must be >= 1 (got {args.workers}); leave it out for the default"
+        )
+    v = args.val_fraction
+    if v is not None and not (math.isfinite(v) and 0 <= v < 1):
+        raise BenchError(f"--val-fraction must be in [0, 1), e.g. 0.1 (got {v})")
+    if args.train_subset is not None and args.train_subset < 1:
+        raise BenchError(f"--train-subset must be >= 1 (got {args.train_subset})")
+    for opt, low in (
+        ("time", 1),
+        ("runs_per_job", 1),
+        ("array_parallelism", 1),
+        ("cpus_per_job", 1),
+        ("gpus_per_job", 0),
+    ):
+        value = getattr(args, opt)
+        if value is not None and value < low:
+            flag = "--" + opt.replace("_", "-")
+            raise BenchError(f"{flag} must be >= {low} (got {value})")
+    from bench.cluster import parse_extra
+
+    parse_extra(args.slurm_extra)
+
+
+def check_writable_dir(path: Path, what: str) -> None:
+    """Raise unless ``path`` is a folder this process can write in, or can be made one (its
+    nearest existing ancestor is a writable folder). Leaves nothing behind."""
+    import tempfile
+
+    probe = Path(path).absolute()
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        where = "is a file" if probe == Path(path).absolute() else f"is under a file ({probe})"
+        raise BenchError(f"{what} {path} {where}: choose a folder")
+    try:
+        with tempfile.TemporaryFile(dir=probe):
+            pass
+    except OSError as exc:
+        raise BenchError(
+            f"{what} {path} is not writable ({probe}: {exc.strerror or exc}): choose a "
+            "writable folder"
+        ) from None
 
 
 class Terminated(KeyboardInterrupt):
@@ -299,6 +422,7 @@ def _run(args: argparse.Namespace) -> int:
     from bench.protocol import Env, default_device
     from bench.records import run_status
 
+    check_args(args)
     if args.device:
         try:
             device = torch.device(args.device)
@@ -337,6 +461,11 @@ def _run(args: argparse.Namespace) -> int:
     specs = plan(args)
     if not specs:
         raise BenchError("the selection matches no run")
+    check_writable_dir(out, "--out")
+    cache_opt = (
+        "--cache-dir" if args.cache_dir else "$BENCH_CACHE" if os.environ.get("BENCH_CACHE") else ""
+    )
+    check_writable_dir(env.cache, cache_opt or "the cache folder (--cache-dir)")
     if args.dry_run:
         try:
             validate(specs, env)
@@ -389,6 +518,14 @@ def _run(args: argparse.Namespace) -> int:
         _print_summary(out, list(results))
     if not args.no_report:
         _build_report(out)
+    if counts["failed"] and not (counts["done"] or counts.get("done-elsewhere")):
+        # valid input (so not 2), but no run of this invocation succeeded
+        print(
+            f"error: every run of this invocation failed ({counts['failed']}); the reasons are "
+            f"in their records under {out / 'records'}",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from bench.method import register_method
+from bench.method import hparam, register_method
 
 
 @dataclass(frozen=True)
@@ -18,7 +18,7 @@ class BoundaryShrinkHP:
     start, 8-bit discretised adversarial images; SGD lr 1e-5, momentum 0.9, 10 epochs over D_f
     (the paper: "a learning rate of 1e-5 for 10 epochs"); forget batch 64."""
 
-    bound: float = 0.1
+    bound: float = hparam(0.1, gt=0)
     lr: float = 1e-5
     momentum: float = 0.9
     weight_decay: float = 0.0

@@ -10,7 +10,7 @@ from torch.nn import functional as F
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.conv import _ConvNd
 
-from bench.method import register_method
+from bench.method import hparam, register_method
 
 # module types that count as a "layer" for last-k selection
 LAYER_TYPES = (nn.Linear, _ConvNd, _BatchNorm, nn.LayerNorm, nn.GroupNorm)
@@ -41,13 +41,14 @@ class CFkHP:
     later papers (SGD lr 0.01, momentum 0.9, weight decay 5e-4) for 10 epochs on D_r, the FT
     schedule of this harness."""
 
-    k: int = 3
+    k: int = hparam(3, ge=1)
     epochs: int = 10
     lr: float = 0.01
     momentum: float = 0.9
     weight_decay: float = 5e-4
     batch_size: int = 128
-    augment: str = "recipe"  # "recipe" = the pretraining augmentation, or none/crop/crop_flip
+    # "recipe" = the pretraining augmentation, or none/crop/crop_flip
+    augment: str = hparam("recipe", choices=("recipe", "none", "crop", "crop_flip"))
 
 
 def train_modules_on_retain(model: nn.Module, modules: list[nn.Module], data, hp, ctx) -> None:

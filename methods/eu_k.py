@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bench.method import register_method
+from bench.method import hparam, register_method
 from bench.unlearning import seeded_reset
 from methods.cf_k import GOEL_2022, last_k_modules, train_modules_on_retain
 
@@ -14,13 +14,13 @@ class EUkHP:
     """Same schedule as CF-k (SGD lr 0.01, momentum 0.9, weight decay 5e-4, 10 epochs on D_r,
     batch 128); k=3 is this project's default (Goel et al. sweep k)."""
 
-    k: int = 3
+    k: int = hparam(3, ge=1)
     epochs: int = 10
     lr: float = 0.01
     momentum: float = 0.9
     weight_decay: float = 5e-4
     batch_size: int = 128
-    augment: str = "recipe"
+    augment: str = hparam("recipe", choices=("recipe", "none", "crop", "crop_flip"))
 
 
 @register_method("eu_k", hparams=EUkHP, **GOEL_2022)

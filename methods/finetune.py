@@ -8,7 +8,7 @@ import torch
 from torch.nn import functional as F
 
 from bench.l2ul import forget_batches, objective_check, relabel_targets, report_success
-from bench.method import register_method
+from bench.method import hparam, register_method
 from bench.unlearning import cycle, sgd
 
 
@@ -24,7 +24,8 @@ class FinetuneHP:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     batch_size: int = 128
-    augment: str = "recipe"  # "recipe" = the pretraining augmentation, or none/crop/crop_flip
+    # "recipe" = the pretraining augmentation, or none/crop/crop_flip
+    augment: str = hparam("recipe", choices=("recipe", "none", "crop", "crop_flip"))
     objective: str = "misclassify"
     forget_batch: int = 32
 

@@ -10,7 +10,7 @@ from torch.func import functional_call, grad, vmap
 from torch.nn import functional as F
 
 from bench import runtime
-from bench.method import register_method
+from bench.method import hparam, register_method
 from methods.cf_k import last_k_modules
 
 
@@ -21,11 +21,11 @@ class FisherHP:
     the head and on 1-d parameters, eps 1e-8. ``chunk`` = samples per vectorised per-sample
     gradient call (memory only; the result does not depend on it)."""
 
-    alpha: float = 1e-6
-    max_var: float = 1e3
-    max_var_head: float = 1e2
-    boost: float = 10.0
-    eps: float = 1e-8
+    alpha: float = hparam(1e-6, ge=0)
+    max_var: float = hparam(1e3, gt=0)
+    max_var_head: float = hparam(1e2, gt=0)
+    boost: float = hparam(10.0, gt=0)
+    eps: float = hparam(1e-8, gt=0)
     chunk: int = 64
 
 

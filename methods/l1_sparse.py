@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from bench.method import register_method
+from bench.method import hparam, register_method
 
 
 @dataclass(frozen=True)
@@ -19,9 +19,9 @@ class L1SparseHP:
     0.2, so it is a hyperparameter to tune); ``no_l1_epochs`` = 0 (the reference's default:
     number of final epochs without the penalty)."""
 
-    gamma: float = 5e-4
+    gamma: float = hparam(5e-4, ge=0)
     epochs: int = 10
-    no_l1_epochs: int = 0
+    no_l1_epochs: int = hparam(0, ge=0)
     lr: float = 0.01
     momentum: float = 0.9
     weight_decay: float = 5e-4

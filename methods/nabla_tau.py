@@ -12,7 +12,7 @@ from torch.nn import functional as F
 
 from bench.data import View
 from bench.errors import BenchError
-from bench.method import register_method
+from bench.method import hparam, register_method
 
 BN_MODES = ("eval", "train")
 REFERENCE = "https://github.com/dnl-trpp/Nabla-Tau/tree/1012093bbaf445e683d4dc40794ef0a611fb91bf"
@@ -38,15 +38,15 @@ class NablaTauHP:
 
     lr: float = 1e-3
     weight_decay: float = 0.01
-    lr_end_factor: float = 0.1
+    lr_end_factor: float = hparam(0.1, ge=0, le=1)
     batch_size: int = 256
-    alpha0: float = -1.0
-    alpha_per_split: float = 5 / 3
-    forget_epochs: int = 0
-    compute_epochs: float = 6.0
-    val_every: int = 5
-    bn_mode: str = "eval"
-    augment: str = "none"
+    alpha0: float = hparam(-1.0)  # < 0: the paper's rule; 0 (fine-tuning) and > 0 fix it
+    alpha_per_split: float = hparam(5 / 3, ge=0)
+    forget_epochs: int = hparam(0, ge=0)  # 0: the rule
+    compute_epochs: float = hparam(6.0, gt=0)
+    val_every: int = hparam(5, ge=1)
+    bn_mode: str = hparam("eval", choices=BN_MODES)
+    augment: str = hparam("none", choices=("none", "crop", "crop_flip"))
 
 
 def forget_epoch_count(n_retain_batches: int, n_forget_batches: int, compute: float = 6.0) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bench.method import register_method
+from bench.method import hparam, register_method
 from methods.nabla_tau import REFERENCE, batch_count, unlearning_loop
 
 
@@ -26,13 +26,13 @@ class NablaTauFTHP:
 
     lr: float = 1e-3
     weight_decay: float = 0.01
-    lr_end_factor: float = 0.1
+    lr_end_factor: float = hparam(0.1, ge=0, le=1)
     batch_size: int = 256
-    forget_epochs: int = 0
-    compute_epochs: float = 6.0
-    val_every: int = 5
-    bn_mode: str = "eval"
-    augment: str = "none"
+    forget_epochs: int = hparam(0, ge=0)  # 0: the rule
+    compute_epochs: float = hparam(6.0, gt=0)
+    val_every: int = hparam(5, ge=1)
+    bn_mode: str = hparam("eval", choices=("eval", "train"))
+    augment: str = hparam("none", choices=("none", "crop", "crop_flip"))
 
 
 def finetune_epoch_count(n_retain_batches: int, n_forget_batches: int, compute: float = 6.0) -> int:

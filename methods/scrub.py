@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from bench.method import register_method
+from bench.method import hparam, register_method
 
 
 @dataclass(frozen=True)
@@ -25,13 +25,13 @@ class ScrubHP:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     epochs: int = 6
-    max_epochs: int = 3
+    max_epochs: int = hparam(3, ge=0)  # 0: min steps only
     lr_decay_epochs: str = "3,5,9"
-    lr_decay_rate: float = 0.1
+    lr_decay_rate: float = hparam(0.1, gt=0)
     temperature: float = 4.0
-    gamma: float = 1.0
-    alpha: float = 0.5
-    smoothing: float = 0.5
+    gamma: float = hparam(1.0, ge=0)
+    alpha: float = hparam(0.5, ge=0)
+    smoothing: float = hparam(0.5, ge=0)
     forget_batch: int = 256
     retain_batch: int = 256
 

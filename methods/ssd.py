@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from bench import runtime
-from bench.method import register_method
+from bench.method import hparam, register_method
 
 
 @dataclass(frozen=True)
@@ -19,8 +19,8 @@ class SSDHP:
     alpha = 10, dampening constant lambda = 1; importances from loaders of ``batch_size`` 64
     (the reference scripts' ``-b`` default)."""
 
-    alpha: float = 10.0
-    dampening: float = 1.0
+    alpha: float = hparam(10.0, gt=0)
+    dampening: float = hparam(1.0, gt=0)
     batch_size: int = 64
 
 

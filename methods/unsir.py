@@ -9,7 +9,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from bench import runtime
-from bench.method import register_method
+from bench.method import hparam, register_method
 
 
 @dataclass(frozen=True)
@@ -22,14 +22,14 @@ class UnsirHP:
     noise_batch: int = 256
     noise_lr: float = 0.1
     noise_steps: int = 40
-    noise_l2: float = 0.1
-    noise_repeats: int = 20
+    noise_l2: float = hparam(0.1, ge=0)
+    noise_repeats: int = hparam(20, ge=1)
     impair_lr: float = 0.02
     impair_epochs: int = 1
     repair_lr: float = 0.01
-    repair_epochs: int = 1
+    repair_epochs: int = hparam(1, ge=0)  # 0: impair only
     batch_size: int = 256
-    samples_per_class: int = 1000
+    samples_per_class: int = hparam(1000, ge=1)
 
 
 def learn_noise(model: nn.Module, cls: int, shape, hp: UnsirHP, ctx) -> torch.Tensor:
