@@ -384,13 +384,14 @@ def wait(job_ids: Sequence[str], out: Path, specs: Sequence[RunSpec], poll: floa
 # status
 
 
-STATES = ("done", "failed", "running", "queued", "missing")
+STATES = ("done", "failed", "running", "queued", "missing", "damaged")
 
 
 def run_states(out: Path, specs: Sequence[RunSpec]) -> dict[str, str]:
-    """``run_id -> done | failed | running | queued | missing``: done and failed from the
-    records; running when a process holds the run's lock or its job is running; queued when
-    its job waits in the queue; otherwise missing."""
+    """``run_id -> done | failed | running | queued | missing | damaged``: done, failed and
+    damaged (a record file that is not whole: redone on relaunch) from the records; running
+    when a process holds the run's lock or its job is running; queued when its job waits in
+    the queue; otherwise missing."""
     from bench.protocol import is_running
 
     states = queue_states()
@@ -406,7 +407,7 @@ def run_states(out: Path, specs: Sequence[RunSpec]) -> dict[str, str]:
             state = live[s.run_id][1]
             res[s.run_id] = "running" if state in ("RUNNING", "COMPLETING") else "queued"
         else:
-            res[s.run_id] = st  # failed or missing
+            res[s.run_id] = st  # failed, missing or damaged
     return res
 
 
@@ -419,16 +420,18 @@ def status_text(out: Path, specs: Sequence[RunSpec], verbose: bool = False) -> s
     for s in specs:
         c = by_suite.setdefault(s.suite or "-", {k: 0 for k in STATES})
         c[states[s.run_id]] += 1
-    lines = [f"{len(specs)} runs in {out}: " + ", ".join(f"{counts[k]} {k}" for k in STATES)]
+    shown = [k for k in STATES if k != "damaged" or counts[k]]  # damaged only when there are
+    lines = [f"{len(specs)} runs in {out}: " + ", ".join(f"{counts[k]} {k}" for k in shown)]
     if len(by_suite) > 1:
         for suite, c in by_suite.items():
             lines.append(f"  {suite:28s} " + ", ".join(f"{c[k]} {k}" for k in STATES if c[k]))
-    if counts["failed"]:
+    if counts["failed"] or counts["damaged"]:
         lines.append(
-            "failed (rerun the launch command to retry them; errors in OUT/report/runs.md):"
+            "failed or damaged (rerun the launch command to redo them; errors in "
+            "OUT/report/runs.md):"
         )
         for s in specs:
-            if states[s.run_id] == "failed":
+            if states[s.run_id] in ("failed", "damaged"):
                 lines.append(f"  {s.run_id}  {s.method} {s.dataset} {s.forget.label} seed={s.seed}")
     if verbose:
         for s in specs:

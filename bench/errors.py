@@ -20,3 +20,9 @@ class DataNotFoundError(BenchError, FileNotFoundError):
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else ""
+
+
+class DiskFullError(BenchError):
+    """A record or cache file could not be written because its disk is full, over quota or
+    read-only. The message names the file and the free space; the suite stops launching runs
+    (finished records are kept) and the CLI exits with status 2."""

@@ -18,10 +18,18 @@ from collections.abc import Callable, Sequence
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
+from bench.errors import DiskFullError
 from bench.lifeline import worker_init
 from bench.plan import Unit, is_prepared, units_for
 from bench.protocol import Env, execute, prepare
-from bench.records import code_version, hardware, run_status, write_records
+from bench.records import (
+    code_version,
+    disk_error,
+    disk_full_message,
+    hardware,
+    run_status,
+    write_records,
+)
 from bench.spec import RunSpec
 
 EXECUTORS = ("local", "debug", "slurm")
@@ -68,11 +76,15 @@ def _work(spec: RunSpec, env: Env) -> str:
 
 def _prepare(unit: Unit, env: Env) -> str:
     """Stage 1 in a worker: never raises (the runs that need a unit that failed to build fail
-    themselves, and are recorded as failed with the reason)."""
+    themselves, and are recorded as failed with the reason), except :class:`DiskFullError`
+    when the cache's disk takes no more writes (then nothing more is launched)."""
     try:
         prepare(unit, env)
         return "prepared"
     except Exception as exc:  # noqa: BLE001
+        full = disk_error(exc)
+        if full is not None:
+            raise DiskFullError(disk_full_message(full, outcome=f"{unit.label} not built")) from exc
         return f"failed: {type(exc).__name__}: {exc}"
 
 
@@ -83,10 +95,16 @@ def run_specs(
     workers: int = 1,
     on_result: Callable[[RunSpec, str], None] | None = None,
 ) -> dict[str, str]:
-    """Run every spec not already done; returns ``run_id -> done|skipped|failed``."""
+    """Run every spec not already done; returns ``run_id -> status``: ``done``, ``skipped``
+    (done before this call), ``failed``, ``done-elsewhere`` (done meanwhile by another
+    launcher) or ``running-elsewhere`` (another launcher holds it now). Raises
+    :class:`DiskFullError` when records or cache no longer fit (the run that hit it counts as
+    failed; no further run is launched; finished records are kept)."""
     results: dict[str, str] = {}
 
     def record(spec: RunSpec, status: str) -> None:
+        # todo runs that execute() finds done or locked were done / are run by another launcher
+        status = {"skipped": "done-elsewhere", "running": "running-elsewhere"}.get(status, status)
         results[spec.run_id] = status
         if on_result:
             on_result(spec, status)
@@ -94,12 +112,19 @@ def run_specs(
     todo = []
     for s in specs:
         if run_status(env.out, s.run_id) == "done":
-            record(s, "skipped")
+            results[s.run_id] = "skipped"
+            if on_result:
+                on_result(s, "skipped")
         else:
             todo.append(s)
     if executor == "debug":
         for s in todo:
-            record(s, execute(s, env))
+            try:
+                status = execute(s, env)
+            except DiskFullError:
+                record(s, "failed")
+                raise
+            record(s, status)
         return results
     if executor != "local":
         raise ValueError(f"unknown executor {executor!r}; choose one of {EXECUTORS[:2]}")
@@ -129,6 +154,7 @@ def _run_pool(
     of worker processes, made again if a worker dies. Items are runs or plan units."""
     stages = [list(st) for st in stages if st]
     ctx = mp.get_context("spawn")  # no forked CUDA or thread state
+    full: DiskFullError | None = None
     while stages:
         with _pool(workers, ctx, threads) as pool:
             running: dict[cf.Future, RunSpec] = {}
@@ -150,8 +176,13 @@ def _run_pool(
                     except BrokenProcessPool as exc:
                         broken = True
                         result = _crashed(s, env, exc)
+                    except DiskFullError as exc:  # launch nothing more; let the others end
+                        full = full or exc
+                        result = "failed"
+                        for st in stages:
+                            st.clear()
                     if isinstance(s, Unit):
-                        if result != "prepared":
+                        if result != "prepared" and full is None:  # else: the disk, said once
                             log.warning("%s: %s", s.label, result)
                     else:
                         record(s, result)
@@ -160,11 +191,18 @@ def _run_pool(
                     result = _crashed(s, env, RuntimeError("worker pool broke during this run"))
                     if not isinstance(s, Unit):
                         record(s, result)
+    if full is not None:
+        raise full
 
 
 def _crashed(item: Any, env: Env, exc: BaseException) -> str:
     if not isinstance(item, Unit):
-        _record_crash(item, env, exc)
+        try:
+            _record_crash(item, env, exc)
+        except OSError as err:  # a full disk: the run stays unrecorded (rerun redoes it)
+            if disk_error(err) is None:
+                raise
+            log.error("run %s: %s", item.run_id, disk_full_message(err))
     return "failed"
 
 

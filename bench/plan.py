@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.errors import BenchError
 from bench.records import atomic_write_text, run_status
 from bench.spec import RunSpec, stable_hash
 
@@ -102,7 +103,7 @@ class Plan:
     specs: list[RunSpec]
     units: list[Unit]
     units_cached: set[str] = field(default_factory=set)
-    runs_status: dict[str, str] = field(default_factory=dict)  # run_id -> done|failed|missing
+    runs_status: dict[str, str] = field(default_factory=dict)  # run_id -> records.RECORD_STATES
 
     @property
     def units_todo(self) -> list[Unit]:
@@ -131,12 +132,53 @@ def save_plan(out: Path, specs: Sequence[RunSpec], suite: str) -> Path:
     return path
 
 
-def load_plan(out: Path) -> list[RunSpec] | None:
+def distinct_runs(specs: Sequence[RunSpec]) -> tuple[list[RunSpec], int]:
+    """``(specs without repeats, number dropped)``: repeated seeds or forget sets (``--seeds
+    0,0``) name the same run (the same ``run_id``), which is planned and run once."""
+    first: dict[str, RunSpec] = {}
+    for s in specs:
+        first.setdefault(s.run_id, s)
+    return list(first.values()), len(specs) - len(first)
+
+
+def planned_runs(out: Path) -> list[dict[str, Any]] | None:
+    """The runs of ``OUT/plan.json`` as plain dicts (``run_id`` and ``spec``), without
+    rebuilding specs; ``None`` when there is no plan.json. Raises :class:`BenchError` (naming
+    the file and the fix) when it is damaged."""
     path = Path(out) / "plan.json"
     if not path.exists():
         return None
-    blob = json.loads(path.read_text())
-    return [RunSpec.from_dict(r["spec"]) for r in blob["runs"]]
+    fix = (
+        "relaunch with the --suite (and options) it was launched with, which rewrites it, or "
+        "pass them to --status"
+    )
+    try:
+        blob = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BenchError(f"{path} is damaged ({exc}): {fix}") from None
+    runs = blob.get("runs") if isinstance(blob, dict) else None
+    if not isinstance(runs, list) or not all(
+        isinstance(r, dict) and isinstance(r.get("run_id"), str) and isinstance(r.get("spec"), dict)
+        for r in runs
+    ):
+        raise BenchError(f"{path} is damaged (not a list of runs with run_id and spec): {fix}")
+    return runs
+
+
+def load_plan(out: Path) -> list[RunSpec] | None:
+    """The specs of ``OUT/plan.json`` (``None`` without one; ``BenchError`` when damaged)."""
+    runs = planned_runs(out)
+    if runs is None:
+        return None
+    try:
+        return [RunSpec.from_dict(r["spec"]) for r in runs]
+    except BenchError:
+        raise
+    except (KeyError, TypeError, ValueError) as exc:
+        raise BenchError(
+            f"{Path(out) / 'plan.json'} has a run this version cannot read "
+            f"({type(exc).__name__}: {exc}): pass the --suite (and options) to --status"
+        ) from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -266,6 +308,9 @@ def describe(plan: Plan, executor: str, runs_per_job: int = 1) -> str:
     failed = sum(v == "failed" for v in plan.runs_status.values())
     if failed:
         lines.append(f"({failed} failed runs are retried)")
+    damaged = sum(v == "damaged" for v in plan.runs_status.values())
+    if damaged:
+        lines.append(f"({damaged} runs with a damaged record are redone)")
     if executor == "slurm":
         per = effective_runs_per_job(len(todo), runs_per_job)
         jobs = []

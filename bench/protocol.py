@@ -27,7 +27,7 @@ from torch import nn
 from bench import runtime
 from bench.cache import load_entry, save_entry
 from bench.data import Carved, Locations, View, carve, load_dataset, retain_positions, select_forget
-from bench.errors import BenchError
+from bench.errors import BenchError, DiskFullError
 from bench.method import (
     METHODS,
     Context,
@@ -39,7 +39,14 @@ from bench.method import (
 )
 from bench.metrics import evaluate
 from bench.progress import ProgressProbe
-from bench.records import code_version, hardware, run_status, write_records
+from bench.records import (
+    code_version,
+    disk_error,
+    disk_full_message,
+    hardware,
+    run_status,
+    write_records,
+)
 from bench.spec import RunSpec, stable_hash
 from bench.train import TRAIN_CODE_VERSION, fresh_model, train
 
@@ -609,32 +616,56 @@ def is_running(out: Path, run_id: str) -> bool:
 
 
 def _execute(spec: RunSpec, env: Env) -> str:
+    """Run and record ``spec``. A write that fails for lack of space (records or cache) fails
+    the run, recorded where the short failure record still fits, and raises
+    :class:`DiskFullError` so that the executor launches no more runs."""
     try:
         rows = run(spec, env)
     except (KeyboardInterrupt, SystemExit):
         raise
     except Exception as exc:  # noqa: BLE001 - any failure of one run is recorded, not fatal
-        log.error("run %s (%s) failed: %s", spec.run_id, spec.method, exc)
-        meta = {
-            "type": "meta",
-            "run_id": spec.run_id,
-            "spec": spec.to_dict(),
-            "code_version": code_version(),
-            "hardware": hardware(env.device),
-        }
-        write_records(
-            env.out,
-            spec.run_id,
-            [
-                meta,
-                {
-                    "run_id": spec.run_id,
-                    "status": "failed",
-                    "error": f"{type(exc).__name__}: {exc}",
-                    "traceback": traceback.format_exc(),
-                },
-            ],
-        )
+        full = disk_error(exc)
+        if full is None:
+            log.error("run %s (%s) failed: %s", spec.run_id, spec.method, exc)
+        error = f"{type(exc).__name__}: {exc}"
+        unrecorded = _record_failure(spec, env, error, traceback.format_exc())
+        if full is not None or unrecorded is not None:
+            raise _disk_full(spec, full or unrecorded, unrecorded is None) from exc
         return "failed"
-    write_records(env.out, spec.run_id, rows)
+    try:
+        write_records(env.out, spec.run_id, rows)
+    except OSError as exc:
+        full = disk_error(exc)
+        if full is None:
+            raise
+        unrecorded = _record_failure(spec, env, f"OSError: {exc}", "")
+        raise _disk_full(spec, full, unrecorded is None) from exc
     return "done"
+
+
+def _record_failure(spec: RunSpec, env: Env, error: str, tb: str) -> OSError | None:
+    """Write ``spec``'s failure record; returns the disk error when it does not fit."""
+    meta = {
+        "type": "meta",
+        "run_id": spec.run_id,
+        "spec": spec.to_dict(),
+        "code_version": code_version(),
+        "hardware": hardware(env.device),
+    }
+    failed = {"run_id": spec.run_id, "status": "failed", "error": error, "traceback": tb}
+    try:
+        write_records(env.out, spec.run_id, [meta, failed])
+    except OSError as exc:
+        if disk_error(exc) is None:
+            raise
+        return disk_error(exc)
+    return None
+
+
+def _disk_full(spec: RunSpec, err: OSError, recorded: bool) -> DiskFullError:
+    outcome = (
+        f"run {spec.run_id} ({spec.method}) is recorded as failed"
+        if recorded
+        else f"run {spec.run_id} ({spec.method}) failed and could not be recorded"
+    )
+    return DiskFullError(disk_full_message(err, outcome=outcome))

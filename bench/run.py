@@ -384,6 +384,14 @@ def main(argv: list[str] | None = None) -> int:
     except BenchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # e.g. plan.json on a full disk: one line, like a DiskFullError
+        from bench.records import disk_error, disk_full_message
+
+        full = disk_error(exc)
+        if full is None:
+            raise
+        print(f"error: {disk_full_message(full)}", file=sys.stderr)
+        return 2
     except BrokenPipeError:  # e.g. `--list methods | head`: the reader left, not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
@@ -454,11 +462,14 @@ def _run(args: argparse.Namespace) -> int:
     )
     if args.status:
         from bench.cluster import status_text
+        from bench.plan import distinct_runs
 
         specs = launched if not args.suite and args.out else plan(args)
-        print(status_text(out, specs, verbose=args.verbose))
+        print(status_text(out, distinct_runs(specs)[0], verbose=args.verbose))
         return 0
-    specs = plan(args)
+    from bench.plan import distinct_runs
+
+    specs, duplicates = distinct_runs(plan(args))  # e.g. --seeds 0,0: one run, said so
     if not specs:
         raise BenchError("the selection matches no run")
     check_writable_dir(out, "--out")
@@ -477,7 +488,10 @@ def _run(args: argparse.Namespace) -> int:
     clean_stale(leftover_folders(out, env.cache))  # of killed launches: dead owners only
     validate(specs, env)
     done = sum(run_status(out, s.run_id) == "done" for s in specs)
-    print(f"{len(specs)} runs in suite {suite!r} ({done} already done) -> {out}", file=sys.stderr)
+    dup = f"; {duplicates} duplicate runs planned once" if duplicates else ""
+    print(
+        f"{len(specs)} runs in suite {suite!r} ({done} already done{dup}) -> {out}", file=sys.stderr
+    )
     from bench.plan import save_plan
 
     save_plan(out, specs, suite)
@@ -506,14 +520,18 @@ def _run(args: argparse.Namespace) -> int:
     from bench.executors import default_workers
 
     workers = args.workers or default_workers(env.device)
-    results = run_specs(specs, env, executor=args.executor, workers=workers, on_result=on_result)
+    from bench.errors import DiskFullError
+
+    try:
+        results = run_specs(specs, env, args.executor, workers, on_result=on_result)
+    except DiskFullError:  # the counts so far, then main's one error line
+        if bar is not None:
+            bar.close()
+        print(_counts_line(counts, duplicates, out), file=sys.stderr)
+        raise
     if bar is not None:
         bar.close()
-    print(
-        f"new {counts['done']}, skipped {counts['skipped']} (already done), "
-        f"failed {counts['failed']}; records in {out / 'records'}",
-        file=sys.stderr,
-    )
+    print(_counts_line(counts, duplicates, out), file=sys.stderr)
     if not args.no_summary:
         _print_summary(out, list(results))
     if not args.no_report:
@@ -527,6 +545,25 @@ def _run(args: argparse.Namespace) -> int:
         )
         return 1
     return 0
+
+
+def _counts_line(counts: dict[str, int], duplicates: int, out: Path) -> str:
+    """``new N, skipped M (already done), failed F[, done by another launcher D][, running in
+    another launcher R][, K duplicate runs planned once]; records in OUT/records``."""
+    extra = [
+        f"{label} {counts[key]}"
+        for key, label in (
+            ("done-elsewhere", "done by another launcher"),
+            ("running-elsewhere", "running in another launcher"),
+        )
+        if counts.get(key)
+    ]
+    if duplicates:
+        extra.append(f"{duplicates} duplicate runs planned once")
+    return (
+        f"new {counts['done']}, skipped {counts['skipped']} (already done), "
+        f"failed {counts['failed']}{''.join(', ' + e for e in extra)}; records in {out / 'records'}"
+    )
 
 
 def _dry_run(args: argparse.Namespace, specs, env) -> int:

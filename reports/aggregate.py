@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.records import iter_records
+from bench.records import iter_record_files
 
 KEYS = ["suite", "dataset", "arch", "method", "forget", "scenario"]
 
@@ -16,37 +16,57 @@ def load(
     out: Path | str, run_ids: Iterable[str] | None = None
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """``(metrics, runs)``: tidy metric rows of finished runs, and one row per run with its
-    status (``done`` / ``failed``) and error. Failed runs are listed, never dropped."""
+    status (``done`` / ``failed`` / ``damaged``: a record file that is not whole, whose rows
+    are left out) and error. Failed and damaged runs are listed, never dropped."""
     wanted = set(run_ids) if run_ids is not None else None
-    metric_rows, status = [], {}
-    meta: dict[str, dict] = {}
-    for r in iter_records(out):
-        rid = r.get("run_id")
+    metric_rows: list[dict] = []
+    runs: dict[str, dict] = {}
+    for path, state, reason, rows in iter_record_files(out):
+        last = rows[-1] if rows and state in ("done", "failed") else {}
+        rid = last.get("run_id") or path.stem
         if wanted is not None and rid not in wanted:
             continue
-        if r.get("type") == "metric":
-            metric_rows.append(r)
-        elif r.get("type") == "meta":
-            meta[rid] = r
-        elif "status" in r:
-            status[rid] = r
+        meta = next((r for r in rows if r.get("type") == "meta"), {})
+        spec = meta.get("spec") if isinstance(meta.get("spec"), dict) else {}
+        if state == "done":
+            metric_rows.extend(r for r in rows if r.get("type") == "metric")
+        runs[rid] = {
+            "run_id": rid,
+            "status": state,
+            "error": last.get("error", "")
+            if state == "failed"
+            else f"{path}: {reason}"
+            if reason
+            else "",
+            "method": spec.get("method"),
+            "seed": spec.get("seed"),
+        }
     metrics = pd.DataFrame(metric_rows)
-    if not metrics.empty:
-        done = {rid for rid, s in status.items() if s.get("status") == "done"}
-        metrics = metrics[metrics["run_id"].isin(done)].reset_index(drop=True)
-    runs = pd.DataFrame(
-        [
+    return metrics, pd.DataFrame(list(runs.values()))
+
+
+def with_planned(runs: pd.DataFrame, planned: list[dict] | None) -> pd.DataFrame:
+    """``runs`` plus a ``missing`` row for every run of ``planned`` (``bench.plan.planned_runs``)
+    that has no record."""
+    if not planned:
+        return runs
+    have = set(runs["run_id"]) if not runs.empty else set()
+    extra = []
+    for r in planned:
+        if r["run_id"] in have:
+            continue
+        have.add(r["run_id"])
+        spec = r.get("spec") or {}
+        extra.append(
             {
-                "run_id": rid,
-                "status": s.get("status"),
-                "error": s.get("error", ""),
-                "method": meta.get(rid, {}).get("spec", {}).get("method"),
-                "seed": meta.get(rid, {}).get("spec", {}).get("seed"),
+                "run_id": r["run_id"],
+                "status": "missing",
+                "error": "planned in plan.json; no record",
+                "method": spec.get("method"),
+                "seed": spec.get("seed"),
             }
-            for rid, s in status.items()
-        ]
-    )
-    return metrics, runs
+        )
+    return pd.concat([runs, pd.DataFrame(extra)], ignore_index=True) if extra else runs
 
 
 def seed_stats(metrics: pd.DataFrame, keys: list[str] | None = None) -> pd.DataFrame:

@@ -16,8 +16,10 @@ from pathlib import Path
 def build(results_dir: Path | str, out: Path | str | None = None) -> list[Path]:
     """Render everything for ``results_dir`` into ``out``; returns the written paths with
     ``index.html`` last. Raises ``ValueError`` for a missing or empty results dir."""
+    from bench.errors import BenchError
+    from bench.plan import planned_runs
     from reports import figures, html
-    from reports.aggregate import load
+    from reports.aggregate import load, with_planned
 
     results_dir = Path(results_dir)
     if not results_dir.is_dir():
@@ -30,6 +32,16 @@ def build(results_dir: Path | str, out: Path | str | None = None) -> list[Path]:
     out = Path(out) if out is not None else results_dir / "report"
     out.mkdir(parents=True, exist_ok=True)
     metrics, runs = load(results_dir)
+    planned, plan_problem = None, None
+    try:  # the last launch's plan: its runs without a valid done record are listed in runs.md
+        plan = planned_runs(results_dir)
+    except BenchError as exc:
+        plan_problem = str(exc)
+        print(f"warning: {plan_problem}", file=sys.stderr)
+    else:
+        if plan is not None:
+            planned = len({r["run_id"] for r in plan})
+            runs = with_planned(runs, plan)
 
     written: list[Path] = []
     try:
@@ -38,7 +50,12 @@ def build(results_dir: Path | str, out: Path | str | None = None) -> list[Path]:
         print(f"warning: no tables (reports.tables unavailable: {e})", file=sys.stderr)
     else:
         try:
-            written += [Path(p) for p in write_tables(metrics, runs, out)]
+            written += [
+                Path(p)
+                for p in write_tables(
+                    metrics, runs, out, planned=planned, plan_problem=plan_problem
+                )
+            ]
         except Exception as e:  # noqa: BLE001 - figures still render without tables
             print(f"warning: tables failed: {type(e).__name__}: {e}", file=sys.stderr)
 

@@ -226,16 +226,20 @@ def render(
     if not tables and not figures:
         body.append("<section><h2>No results</h2><p>No finished run has data to plot.</p>")
         body.append("</section>")
-    failed = runs[runs["status"] == "failed"] if not runs.empty else runs
+    # damaged: a record file that is not whole (its rows are left out; a rerun redoes it)
+    failed = runs[runs["status"].isin(["failed", "damaged"])] if not runs.empty else runs
     body.append(f'<section id="failed-runs"><h2>Failed runs ({len(failed)})</h2>')
     if len(failed):
         body.append('<table class="failed"><tr><th>run_id</th><th>method</th><th>seed</th>')
         body.append("<th>error</th></tr>")
         for _, r in failed.iterrows():
             seed = "" if pd.isna(r.get("seed")) else str(r.get("seed"))
+            error = str(r.get("error") or "")
+            if r["status"] == "damaged":
+                error = f"damaged record: {error}"
             body.append(
                 f"<tr><td>{e(str(r['run_id']))}</td><td>{e(str(r.get('method') or ''))}</td>"
-                f"<td>{e(seed)}</td><td>{e(str(r.get('error') or ''))}</td></tr>"
+                f"<td>{e(seed)}</td><td>{e(error)}</td></tr>"
             )
         body.append("</table>")
     else:

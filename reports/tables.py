@@ -462,17 +462,35 @@ def to_csv(df: pd.DataFrame, path: Path | str) -> Path:
 # everything at once
 
 
-def runs_markdown(runs: pd.DataFrame) -> str:
-    """Counts per status and a table of every run that is not ``done`` (failed, missing) with
-    its error, so that no run is silently dropped from the tables."""
+def runs_markdown(
+    runs: pd.DataFrame, planned: int | None = None, plan_problem: str | None = None
+) -> str:
+    """Counts per status and a table of every run that is not ``done`` (failed, damaged,
+    missing) with its error, so that no run is silently dropped from the tables. ``planned``:
+    the number of runs of plan.json (whose runs without a record ``runs`` lists as missing);
+    ``None`` when there is no plan to compare with (``plan_problem``: why it was unreadable)."""
+    note = []
+    if plan_problem:
+        note = ["", f"Warning: {plan_problem}; planned runs without a record cannot be listed."]
     if runs is None or runs.empty:
-        return "# Runs\n\nNo run records.\n"
+        return "\n".join(["# Runs", "", "No run records.", *note]) + "\n"
     status = runs["status"].fillna("missing").astype(str)
     counts = status.value_counts().sort_index()
     lines = ["# Runs", "", f"{len(runs)} runs: " + ", ".join(f"{n} {s}" for s, n in counts.items())]
+    lines += note
     bad = runs[status != "done"].assign(status=status[status != "done"])
     if bad.empty:
-        lines += ["", "Every run finished."]
+        if planned is not None:
+            lines += [
+                "",
+                f"Every planned run finished ({planned} in plan.json, all recorded done).",
+            ]
+        else:
+            lines += [
+                "",
+                "Every recorded run finished (no plan.json to compare with: runs that never "
+                "wrote a record cannot be listed).",
+            ]
         return "\n".join(lines) + "\n"
     bad = bad.sort_values(["status", "run_id"])
     cols = [c for c in ["run_id", "method", "seed", "status", "error"] if c in bad]
@@ -525,9 +543,12 @@ def write_tables(
     runs: pd.DataFrame,
     out_dir: Path | str,
     published: pd.DataFrame | None = None,
+    planned: int | None = None,
+    plan_problem: str | None = None,
 ) -> list[Path]:
     """Write ``<table>.md``, ``.tex`` and ``.csv`` for every table with data, and ``runs.md``
-    (failed and missing runs with their errors). Returns the written paths."""
+    (failed, damaged and missing runs with their errors; ``planned``, ``plan_problem``: see
+    ``runs_markdown``). Returns the written paths."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
@@ -541,6 +562,6 @@ def write_tables(
         tex.write_text(to_latex(shown, _CAPTIONS[name], f"tab:{name}", **opts))
         written += [md, tex, to_csv(df, out / f"{name}.csv")]
     path = out / "runs.md"
-    path.write_text(runs_markdown(runs))
+    path.write_text(runs_markdown(runs, planned, plan_problem))
     written.append(path)
     return written
