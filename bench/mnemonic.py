@@ -210,10 +210,13 @@ def perturbation(
 
 
 @torch.no_grad()
+@runtime.full_precision
 def code_accuracies(
     model: nn.Module, codes: torch.Tensor, forget_classes: Sequence[int]
 ) -> tuple[float, float]:
-    """Accuracy (fraction) of the codes of the forget classes and of the remaining classes."""
+    """Accuracy (fraction) of the codes of the forget classes and of the remaining classes,
+    in fp32 whatever the run's precision: the sign choice is a decision (bf16 logits could
+    flip a code's arg-max and with it the chosen candidate)."""
     model.eval()
     x = codes.to(next(model.parameters()).device)
     hit = (model(x).argmax(1).cpu() == torch.arange(codes.shape[0])).float()

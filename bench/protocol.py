@@ -341,6 +341,8 @@ def run(spec: RunSpec, env: Env) -> list[dict[str, Any]]:
         probe.probe(model, 0)
         probed = probe.seconds  # the probes' time during the method is not the method's
         t0 = time.perf_counter()
+        # bf16 autocast when configured, its weight cache off so that forward passes after an
+        # update see the new weights (bench.runtime.autocast); decisions run in fp32 inside
         with probe, runtime.autocast(dev):
             model = entry.obj(model, data, hp, ctx)
         _sync(dev)

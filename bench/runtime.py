@@ -7,10 +7,13 @@ the CPU, no compilation.
 
 * ``autocast(device)``: ``torch.autocast`` with bf16 when enabled, else a no-op. The protocol
   wraps every method call in it and ``bench.train`` its forward passes; parameters, optimizer
-  state and gradients stay fp32 (bf16 needs no loss scaling).
+  state and gradients stay fp32 (bf16 needs no loss scaling). Its weight cache is off: see
+  :func:`autocast`.
 * ``to_layout(model_or_batch, device)``: channels_last for 4-d image tensors and models on CUDA.
 * ``full_precision``: a decorator that turns autocast off, for gradient statistics (Fisher
-  diagonals, importance weights).
+  diagonals, importance weights); ``fp32()``: the same as a ``with`` block, for decisions
+  (stop rules, choices between candidates), which must not depend on the precision: a method
+  under bf16 makes the same choices as under fp32 (``tests/test_precision_equivalence.py``).
 * ``maybe_compile(model)``: ``torch.compile(model)`` when ``--compile`` is given (used by
   ``bench.train.train``: pretraining, retraining, oracles).
 * ``to_device(t, device)``: a host-to-device copy that does not make the host wait for the GPU
@@ -52,9 +55,27 @@ def precision(device: torch.device) -> str:
 
 
 def autocast(device: torch.device):
+    """bf16 autocast on ``device`` when that is the precision in effect, else a no-op.
+
+    The weight cache is off (``cache_enabled=False``). With it on, autocast keeps the bf16
+    copy of every leaf parameter it casts until the *outermost* autocast region ends, and an
+    in-place update (``optimizer.step()``, ``p.copy_()``) does not invalidate it; the protocol
+    opens one region around the whole method call, so every forward pass after the first
+    update would run on the first pass's weights (issue #14: training did nothing, the
+    Mnemonic sign choice compared a candidate with itself). Without the cache each forward
+    pass casts the weights again: one elementwise copy of the parameters per pass, small next
+    to the pass itself, and correct however regions nest. The alternative, one region per
+    forward pass inside every method, would put precision code in all of them."""
     if precision(device) == "bf16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
+        return torch.autocast(device.type, dtype=torch.bfloat16, cache_enabled=False)
     return contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def fp32():
+    """A block with autocast off on every device (plain fp32), inside any autocast region."""
+    with torch.autocast("cuda", enabled=False), torch.autocast("cpu", enabled=False):
+        yield
 
 
 def full_precision(fn):
@@ -64,7 +85,7 @@ def full_precision(fn):
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        with torch.autocast("cuda", enabled=False), torch.autocast("cpu", enabled=False):
+        with fp32():
             return fn(*args, **kwargs)
 
     return wrapper

@@ -26,7 +26,10 @@ class ForgetCheck:
     """Evaluates the stop rule on the whole forget set (eval mode, one batch when it fits).
 
     ``targets`` = the labels that must no longer be predicted (misclassify) or, with
-    ``relabel=True``, the labels every instance must be predicted as.
+    ``relabel=True``, the labels every instance must be predicted as. The check runs in fp32
+    (autocast off) whatever the run's precision: it is a decision, and bf16 logits can flip
+    the arg-max of a forget instance near the boundary, so the stop step would depend on the
+    precision.
     """
 
     def __init__(
@@ -47,10 +50,11 @@ class ForgetCheck:
         was = model.training
         model.eval()
         n = torch.zeros((), dtype=torch.long, device=self.x.device)
-        for s in range(0, self.x.shape[0], self.batch_size):
-            pred = model(self.x[s : s + self.batch_size]).argmax(1)
-            t = self.targets[s : s + self.batch_size]
-            n += (pred != t).sum() if self.relabel else (pred == t).sum()
+        with runtime.fp32():
+            for s in range(0, self.x.shape[0], self.batch_size):
+                pred = model(self.x[s : s + self.batch_size]).argmax(1)
+                t = self.targets[s : s + self.batch_size]
+                n += (pred != t).sum() if self.relabel else (pred == t).sum()
         model.train(was)
         return n
 

@@ -36,6 +36,42 @@ def test_defaults_follow_the_device():
         runtime.configure("fp16")
 
 
+def test_forward_after_an_update_inside_the_method_region_sees_the_new_weights():
+    """Issue #14: the protocol opens one autocast region around the whole method call. With
+    autocast's weight cache on, the bf16 copy of each parameter lived as long as that region,
+    so after ``optimizer.step()`` or ``p.copy_()`` every forward pass still saw the first
+    pass's weights (an ``nn.Linear``'s output did not change over 3 SGD steps)."""
+    runtime.configure("bf16")
+    cpu = torch.device("cpu")
+    torch.manual_seed(0)
+    model, x = torch.nn.Linear(6, 3), torch.randn(16, 6)
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+
+    def fp32_output():
+        with runtime.fp32():
+            return torch.nn.functional.linear(x, model.weight, model.bias).detach()
+
+    outputs = []
+    with runtime.autocast(cpu):  # the protocol's region around the method
+        for _ in range(3):
+            with runtime.autocast(cpu):  # bench.train's region per step, nested
+                out = model(x)
+            assert out.dtype == torch.bfloat16
+            # bf16 rounding of inputs and weights only: the current weights, not old ones
+            torch.testing.assert_close(out.float(), fp32_output(), atol=0.05, rtol=0.02)
+            outputs.append(out.detach().float())
+            opt.zero_grad()
+            out.float().square().mean().backward()
+            opt.step()
+        with torch.no_grad():
+            model.weight.copy_(-model.weight)  # an in-place copy, as Mnemonic's candidates do
+        torch.testing.assert_close(model(x).float(), fp32_output(), atol=0.05, rtol=0.02)
+        with runtime.fp32():  # decisions: plain fp32 inside the bf16 region
+            assert model(x).dtype == torch.float32
+            assert torch.equal(model(x), fp32_output())
+    assert all((a - b).abs().max() > 0.1 for a, b in zip(outputs, outputs[1:]))
+
+
 def test_channels_last_only_for_cuda_and_4d():
     x = torch.zeros(2, 3, 8, 8)
     assert runtime.to_layout(x, torch.device("cpu")) is x
