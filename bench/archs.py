@@ -6,6 +6,10 @@
 * ``resnet18_cifar``  the CIFAR ResNet-18 of the L2UL code: torchvision-style ResNet-18 with a
   3x3 stride-1 stem (no bias) + BN + ReLU, the 3x3 stride-2 max-pool kept, [2,2,2,2] basic
   blocks of widths 64..512, Kaiming-normal (fan_out) init (spec section 1.7).
+* ``resnet18_kuangliu`` the kuangliu/pytorch-cifar ResNet-18 of the Mnemonic-code reference
+  (3x3 stride-1 stem conv + BN + ReLU, *no* max-pool, [2,2,2,2] basic blocks of widths
+  64..512 with 1x1 conv + BN projection shortcuts, global average pool, linear 512 -> classes;
+  PyTorch's default initialisation), 11.17 M parameters for 10 classes.
 * ``resnet50_cifar``  the pytorch-cifar100 ResNet-50: 3x3 stride-1 stem, no max-pool,
   bottleneck stages [3,4,6,3] with strides 1,2,2,2.
 * ``resnet18_tv``     torchvision's ImageNet-style ResNet-18 trained from scratch (the
@@ -107,6 +111,72 @@ def resnet18_cifar(num_classes: int, in_shape, pretrained: bool = False):
     from torchvision.models import resnet18
 
     return _cifar_stem(resnet18(num_classes=num_classes), in_shape[0], keep_maxpool=True)
+
+
+class _BasicBlock(nn.Module):
+    """Two 3x3 conv + BN, ReLU between and after the sum; identity shortcut, or a 1x1 conv +
+    BN projection where the stride or the width changes."""
+
+    def __init__(self, in_planes: int, planes: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride=1, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or in_planes != planes:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(in_planes, planes, 1, stride=stride, bias=False), nn.BatchNorm2d(planes)
+            )
+
+    def forward(self, x):
+        out = torch.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return torch.relu(out + self.shortcut(x))
+
+
+class KuangliuResNet18(nn.Module):
+    """The CIFAR ResNet-18 of kuangliu/pytorch-cifar, as vendored by the Mnemonic-code reference
+    (github.com/tomyamkum/OneShotMU-with-MNCode @ b62107892948db7bde72927fa2eed40b6c43e21c,
+    ``models/resnet.py``: ``ResNet(BasicBlock, [2, 2, 2, 2])``). Written here, not copied.
+
+    Same layers, shapes, order and initialisation (PyTorch defaults) as the reference. Module
+    names follow torchvision (``conv1, bn1, relu, layer1..layer4, avgpool, fc``), so that
+    ``bench.metrics.representation.default_layers`` finds the stages; the reference names the
+    head ``linear``. Pooling: the reference's ``avg_pool2d(out, 4)`` followed by an adaptive
+    1x1 average pool is the global average here (identical for 32x32 inputs, whose last map
+    is 4x4; any input size works)."""
+
+    def __init__(self, num_classes: int, in_ch: int = 3):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_ch, 64, 3, stride=1, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.relu = nn.ReLU(inplace=True)
+        in_planes, stages = 64, []
+        for planes, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
+            stages.append(
+                nn.Sequential(
+                    _BasicBlock(in_planes, planes, stride), _BasicBlock(planes, planes, 1)
+                )
+            )
+            in_planes = planes
+        self.layer1, self.layer2, self.layer3, self.layer4 = stages
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(512, num_classes)
+
+    def forward(self, x):
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.layer4(self.layer3(self.layer2(self.layer1(out))))
+        return self.fc(torch.flatten(self.avgpool(out), 1))
+
+
+@register_arch("resnet18_kuangliu", params="11.2M")
+def resnet18_kuangliu(num_classes: int, in_shape, pretrained: bool = False):
+    """kuangliu/pytorch-cifar ResNet-18 (no max-pool): the Mnemonic-code reference's CIFAR
+    model (:class:`KuangliuResNet18`)."""
+    if pretrained:
+        raise BenchError("resnet18_kuangliu has no published weights: train it (pretrained=False)")
+    return KuangliuResNet18(num_classes, in_shape[0])
 
 
 @register_arch("resnet50_cifar", params="23.7M")

@@ -49,6 +49,12 @@ def _special(hp: MnemonicHP) -> str:
 def mnemonic(model, data, hp: MnemonicHP, ctx):
     """One-shot forgetting of one class from the mnemonic codes alone (no training data).
 
+    Reference: github.com/tomyamkum/OneShotMU-with-MNCode @ b62107892948db7bde72927fa2eed40b6c43e21c
+    (``utils.get_MNCodes``, ``data.py`` for the pretraining; ``utils.get_fishers``,
+    ``utils.test_with_MNCodes`` and ``main.forget`` for the step; ``models/resnet.py`` for the
+    CIFAR model, our ``resnet18_kuangliu``). The step is restated from that code and compared
+    with ours in ``tests/conformance/test_mnemonic_oneshotmu.py``.
+
     Pretraining (``bench.mnemonic``; the protocol does it because of ``special_pretraining``):
     one U[0, 1) code per class; each training sample is replaced by its class's code with
     probability ``t_mix`` each time it is loaded; the codes are stored with the checkpoint and
@@ -67,10 +73,26 @@ def mnemonic(model, data, hp: MnemonicHP, ctx):
     never the images), to know which class to forget. Single-class removal only (as in the
     paper): raises ``BenchError`` unless D_f holds exactly one class (``--forget class=C``).
 
-    Deviations: codes U[0, 1) as in the reference code (paper: N(0, 1)); by default in pixel
-    space (``code_space='input'`` reproduces the reference's normalised-space codes for
-    CIFAR-10); the code/mixing draws are seeded from the pretraining seed (the reference's
-    mixing is unseeded); the oracle/retrain models of the protocol are trained without codes.
+    Deviations from the reference code (the paper's N(0, 1) codes are not one: the code draws
+    U[0, 1) and so do we):
+
+    * codes live in pixel space by default (U[0, 1) pixels, what the reference does for
+      MNIST); ``code_space='input'`` gives the reference's CIFAR/CUB/STN codes (U[0, 1) in the
+      normalised input space), which the mnemonic-cifar10* suites use;
+    * the code and mixing draws use their own seeded generators (the reference draws the codes
+      from the global torch RNG after ``set_seed`` and mixes with unseeded numpy draws);
+    * the Fisher ratio, alpha and the candidates are computed in float64 and cast back to the
+      parameters' dtype (reference: float32), so parameters agree to rounding (1e-6 relative);
+    * the candidates are scored on all codes in one eval-mode batch (reference: one code at a
+      time; the same predictions in eval mode), and always in fp32: under ``--precision bf16``
+      the Fisher and the choice still run in fp32, so the sign and the update do not depend on
+      the precision (the reference runs fp32 throughout);
+    * forgetting more than one class at once raises (the reference's ``--forget_idx`` takes a
+      list; the paper treats single-class removal only);
+    * parameters without gradient (unused, or ``requires_grad=False``) are left out, and a
+      tensor whose log ratios are all infinite gets eta = 1 (the reference would fail on the
+      ``None`` gradient or the empty maximum);
+    * the protocol's oracle/retrain models are trained without codes.
     """
     codes = ctx.pretrain_artifacts.get(mn.CODES)
     if codes is None:
