@@ -22,7 +22,6 @@ LISTABLE = ("methods", "datasets", "archs", "suites", "metrics")
 MAX_SEED = 2**32 - 1
 
 
-
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m bench.run",

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from bench import runtime
 from bench.data import View
 from bench.errors import BenchError
 from bench.method import hparam, register_method
@@ -77,8 +78,11 @@ def nabla_tau_loss(
 
 
 @torch.no_grad()
+@runtime.full_precision
 def mean_loss(model: nn.Module, view: View, batch_size: int) -> float:
-    """Mean per-sample cross-entropy over a view, in eval mode (mode restored)."""
+    """Mean per-sample cross-entropy over a view, in eval mode (mode restored), in fp32 under
+    any precision: L_v is the level at which the ascent term switches off, a decision that
+    bf16 rounding of the logits would move."""
     was = model.training
     model.eval()
     total, n = None, 0
