@@ -9,6 +9,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from bench import runtime
 from bench.method import hparam, register_method
 
 
@@ -26,11 +27,13 @@ class BoundaryShrinkHP:
     batch_size: int = 64
 
 
+@runtime.full_precision
 def neighbour_labels(attack_model: nn.Module, x: torch.Tensor, y: torch.Tensor, bound: float):
     """Nearest wrong class of each sample: one untargeted FGSM step of size ``bound`` on
     CE(f(x), y) (clamped to [0, 1], rounded to 8 bits), then the arg-max of f(x_adv) over the
     classes other than y. Equals the attack's predicted class whenever the attack crosses the
-    boundary, and is never y. ``attack_model`` is used in eval mode and not changed."""
+    boundary, and is never y. ``attack_model`` is used in eval mode and not changed. In fp32
+    under any precision: the gradient's signs and the arg-max are decisions."""
     was = attack_model.training
     attack_model.eval()
     x_adv = x.detach().clone().requires_grad_(True)

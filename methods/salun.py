@@ -28,10 +28,12 @@ class SalUnHP:
     mask_batch: int = 256
 
 
+@runtime.full_precision
 def saliency_mask(model: nn.Module, forget, hp: SalUnHP) -> dict[str, Tensor]:
     """Boolean mask per parameter: the top ``mask_ratio`` fraction (over all parameters
     together) of |sum over D_f batches of grad of -CE|, computed once at the original weights
-    in eval mode. Ties at the threshold are broken by a stable sort (lower flat index first)."""
+    in eval mode. Ties at the threshold are broken by a stable sort (lower flat index first).
+    In fp32 under any precision: the top-k choice is a decision."""
     was = model.training
     model.eval()
     params = dict(model.named_parameters())
