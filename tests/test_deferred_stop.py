@@ -134,9 +134,10 @@ def test_methods_give_the_same_model_with_deferred_reads(name, hp, setup, monkey
     ref_model, _, _, ref, _ = _call(name, setup, seed=3)
     ref_state = _state(ref_model)
     rolled_back = False
-    # the last interval exceeds any run here: its one read comes after the cap, so it always
-    # rolls back (whichever step the rule passes at, which may change with numerics)
-    for interval in (2, 3, 5, 10**6):
+    # the last interval is one step more than the run takes: its first read comes after the
+    # passing check, so it always rolls back (whichever step the rule passes at, which may
+    # change with numerics), at the cost of one check's worth of extra steps
+    for interval in (2, 3, 5, ref.steps + 1):
         monkeypatch.setattr(unlearning, "check_interval", lambda m, d, i=interval: i)
         model, _, _, ctx, _ = _call(name, setup, seed=3)
         state = _state(model)
