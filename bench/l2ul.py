@@ -269,7 +269,7 @@ def unlearn(
         """-(n_f/n) CE(g(x_f), y_f) + (n_a/n) CE(g(x_a), y_a) (relabel: +CE towards y*)."""
         n_f, n_a = x.shape[0], xa.shape[0]
         n = n_f + n_a
-        if getattr(hp, "union_batch", False):  # the named deviation: one concatenated pass
+        if hp.union_batch:  # the named deviation: one concatenated pass
             logits = model(torch.cat([x, xa]))
             out_f, out_a = logits[:n_f], logits[n_f:]
         else:  # the reference: adversarial pass first, then the forget pass
