@@ -34,7 +34,11 @@ def parser() -> argparse.ArgumentParser:
         action="append",
         help="method name or wildcard, comma-separated or repeated (default: suite's)",
     )
-    p.add_argument("--dataset", help="dataset name (--list datasets); default: the suite's")
+    p.add_argument(
+        "--dataset",
+        help="dataset name (--list datasets) or folder:PATH, an image folder holding "
+        "PATH/train/<class>/* and PATH/test/<class>/*; default: the suite's",
+    )
     p.add_argument("--arch", help="architecture name or timm/<name>; default: dataset's")
     p.add_argument(
         "--forget",
@@ -233,7 +237,7 @@ def validate(specs, env) -> None:
         hp = make_hparams(s.method, s.hparams_dict)
         needs = method_needs(s.method, hp)
         method_special_pretraining(s.method, hp)  # validates e.g. mnemonic's t_mix, code_space
-        if "val" in needs and not s.data.val_fraction:
+        if "val" in needs and not s.data.val_fraction and _own_val(s, env) is None:
             raise BenchError(
                 f"method {s.method!r} needs a validation split: add --val-fraction 0.1"
             )
@@ -251,6 +255,13 @@ def validate(specs, env) -> None:
                 f"({len(carved.train)} images): nothing is left to retain; forget fewer "
                 "classes or instances"
             )
+
+
+def _own_val(spec, env):
+    """The dataset's own validation split (a ``folder:`` dataset's ``val/``), or None."""
+    from bench.data import load_dataset
+
+    return load_dataset(spec.data.name, env.locations).val
 
 
 def _carve_checked(carve, bundle, data):

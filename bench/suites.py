@@ -115,8 +115,12 @@ class Grid:
 def dataset_defaults(name: str) -> tuple[str, Recipe]:
     from bench.data import DATASETS
 
-    DATASETS.entry(name)  # unknown dataset -> nearest names
+    DATASETS.entry(name)  # unknown dataset -> nearest names; any folder:PATH is known
     if name not in DATASET_DEFAULTS:
+        # folder:PATH datasets (and registered ones without defaults): smallcnn takes any
+        # channel count and image size, and the generic Recipe() (30 epochs, SGD 0.01, cosine)
+        # has no augmentation, because padded crops and flips are wrong for some image kinds
+        # (digits, text, medical scans); a known kind takes --arch (and a suite with a recipe)
         return "smallcnn", Recipe()
     return DATASET_DEFAULTS[name]
 

@@ -7,9 +7,13 @@
   tarball ``cifar10_jpeg.tar.gz`` (unpacked once into the cache). Downloads only with
   ``download=True`` (CLI ``--download``).
 * ``imagenet``  ``ImageFolder`` layout ``train/`` + ``val/``, streamed from disk.
+* ``folder:PATH``  any image folder ``PATH/train/<class>/*`` + ``PATH/test/<class>/*`` (+ an
+  optional ``PATH/val/<class>/*``), decoded once and cached (``bench.data.image_folder``); not
+  registered one by one: :class:`DatasetRegistry` answers every ``folder:`` name.
 
 The data root comes from ``--data-root`` or the ``BENCH_DATA`` environment variable, never from
-the working directory.
+the working directory (a relative ``folder:PATH`` alone falls back to it, see
+:func:`folder_path`).
 """
 
 from __future__ import annotations
@@ -20,7 +24,6 @@ import hashlib
 import os
 import shutil
 import tarfile
-import zipfile
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,12 +33,43 @@ import numpy as np
 import torch
 
 from bench.cache import load_entry, save_entry
+from bench.data.image_folder import (
+    LAYOUT,
+    decode_images,
+    files_digest,
+    load_image_folder,
+    original_order,
+)
 from bench.data.safe_pickle import RefusedPickle, load_data_pickle
 from bench.data.splits import FileSplit, Split, TensorSplit
 from bench.errors import BenchError, DataNotFoundError
-from bench.registry import Registry
+from bench.registry import Entry, Registry
 
-DATASETS = Registry("dataset")
+FOLDER_PREFIX = "folder:"
+
+
+class DatasetRegistry(Registry):
+    """The dataset registry, where besides the registered names every ``folder:PATH`` names a
+    dataset (an image folder given as a path): :meth:`entry` answers it with :func:`load_folder`
+    bound to that name and the metadata of the registered ``folder:PATH`` entry (which
+    ``--list datasets`` shows)."""
+
+    def entry(self, name: str) -> Entry:
+        if isinstance(name, str) and name.startswith(FOLDER_PREFIX) and name not in self._entries:
+            folder_path(name, None)  # an empty PATH is an error here, a missing one at load
+            template = super().entry(FOLDER_PREFIX + "PATH")
+            loader = functools.partial(load_folder, name=name)
+            functools.update_wrapper(loader, load_folder)  # its docstring for --list -v
+            return Entry(name, loader, dict(template.meta))
+        return super().entry(name)
+
+    def __contains__(self, name: object) -> bool:
+        if isinstance(name, str) and name.startswith(FOLDER_PREFIX):
+            return bool(name[len(FOLDER_PREFIX) :].strip())
+        return super().__contains__(name)
+
+
+DATASETS = DatasetRegistry("dataset")
 register_dataset = DATASETS.register
 
 CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)
@@ -56,6 +90,9 @@ class DatasetBundle:
     std: tuple[float, ...]
     class_names: list[str] = field(default_factory=list)
     source: str = ""
+    #: the dataset's own validation split (a ``folder:`` dataset's ``val/``), or None; ``carve``
+    #: takes all of it as the validation split when the spec holds none out (val_fraction 0)
+    val: Split | None = None
 
 
 @dataclass
@@ -318,13 +355,9 @@ def _image_folder_tensors(
     split_samples = {s: make_dataset(str(base / s), idx, IMG_EXTENSIONS) for s in ("train", "test")}
     for candidate in (order_file, base / f"{name}_labels_original_order.npz"):
         if candidate is not None and candidate.is_file():
-            split_samples = _original_order(split_samples, candidate)
+            split_samples = original_order(split_samples, candidate)
             break
-    h = hashlib.sha256()
-    for s, samples in split_samples.items():
-        for p, _ in samples:
-            h.update(f"{s}/{os.path.relpath(p, base)}:{os.path.getsize(p)}".encode())
-    key = cache / "data" / f"{name}-folder-{h.hexdigest()[:16]}.pt"
+    key = cache / "data" / f"{name}-folder-{files_digest(base, split_samples)[:16]}.pt"
     # verified (key, content hash, sizes); a damaged entry is moved aside and decoded again
     sizes = {s: len(samples) for s, samples in split_samples.items()}
     blob = load_entry(key, key.stem, functools.partial(_check_decoded, sizes=sizes))
@@ -352,55 +385,10 @@ def _check_decoded(blob: dict, sizes: dict[str, int]) -> None:
             raise ValueError(f"{split} tensors of shape {tuple(x.shape)} for {n} images")
 
 
-def _original_order(split_samples: dict, order_file: Path) -> dict:
-    """Reorder each split to the dataset's original order (see ``_image_folder_tensors``);
-    splits whose files do not match the label file keep folder order."""
-    try:
-        with np.load(order_file, allow_pickle=False) as npz:
-            labels = dict(npz)
-        names = [str(c) for c in labels["class_names"]]
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
-        raise BenchError(
-            f"{order_file} is not a readable label file ({exc}): replace it, or delete it to "
-            f"use folder order"
-        ) from None
-    out = {}
-    for split, samples in split_samples.items():
-        by_key = {}
-        for path, target in samples:
-            p = Path(path)
-            by_key[(p.parent.name, p.stem)] = (path, target)
-        lab = labels[f"{split}_labels"]
-        seen = np.zeros(len(names), dtype=np.int64)
-        ordered = []
-        for y in lab:
-            ordered.append(by_key.get((names[y], f"{seen[y]:04d}")))
-            seen[y] += 1
-        ok = len(lab) == len(samples) and all(o is not None for o in ordered)
-        out[split] = ordered if ok else samples
-    return out
-
-
 def _decode(samples: list[tuple[str, int]]) -> tuple[torch.Tensor, torch.Tensor]:
-    from PIL import Image
-
-    if not samples:
-        raise BenchError("an image-folder split is empty")
-    arrs = []
-    for path, _ in samples:
-        try:
-            with Image.open(path) as im:
-                a = np.asarray(im.convert("RGB"), dtype=np.uint8)
-        except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as exc:
-            why = (str(exc).splitlines() or [""])[0][:160] or type(exc).__name__
-            raise BenchError(
-                f"{path} is not a readable image ({why}): replace or delete it"
-            ) from None
-        if a.shape != (32, 32, 3):
-            raise BenchError(f"{path} is {a.shape[1]}x{a.shape[0]}; CIFAR images must be 32x32")
-        arrs.append(a)
-    x = torch.from_numpy(np.stack(arrs)).permute(0, 3, 1, 2).contiguous()
-    return x, torch.tensor([t for _, t in samples], dtype=torch.long)
+    """A CIFAR export's images: 32x32 RGB (another size is an error, not resized)."""
+    x, y, _ = decode_images(samples, (32, 32), 3, resize=False, rule="CIFAR images must be 32x32")
+    return x, y
 
 
 @register_dataset("cifar10", offline=False, num_classes=10, input_shape=(3, 32, 32))
@@ -462,12 +450,68 @@ def load_imagenet(loc: Locations) -> DatasetBundle:
     )
 
 
+# ---------------------------------------------------------------------------------------
+# any image folder
+
+
+def folder_path(name: str, root: Path | None) -> Path:
+    """Where ``folder:PATH`` points: PATH when absolute; a relative PATH under the data root
+    (``--data-root`` / ``BENCH_DATA``) when it exists there, else under the current directory."""
+    raw = name[len(FOLDER_PREFIX) :]
+    if not raw.strip():
+        raise BenchError(f"dataset {name!r} names no folder: use folder:PATH with {LAYOUT}")
+    path = Path(raw).expanduser()
+    if path.is_absolute():
+        return path
+    if root is not None and (root / path).exists():
+        return root / path
+    return Path.cwd() / path
+
+
+@register_dataset(FOLDER_PREFIX + "PATH", offline=True)
+def load_folder(loc: Locations, name: str = FOLDER_PREFIX + "PATH") -> DatasetBundle:
+    """Any image folder: --dataset folder:PATH with PATH/train/<class>/*, PATH/test/<class>/*,
+    optionally PATH/val/<class>/* (the validation split).
+
+    Decoded once into uint8 tensors and cached (streamed from disk beyond
+    ``BENCH_FOLDER_MAX_BYTES``); images of another size than the most common train size are
+    resized and centre-cropped to it; grey when every file is; per-channel statistics of the
+    train pixels (``bench.data.image_folder``). The dataset's name stays the string given, so
+    runs are identified by it (a relative PATH keeps its meaning across machines)."""
+    base = folder_path(name, loc.root)
+    if not base.is_dir():
+        raw = name[len(FOLDER_PREFIX) :]
+        looked = [str(base)]
+        if loc.root is not None and not Path(raw).expanduser().is_absolute():
+            looked.insert(0, str(loc.root / raw))
+        raise DataNotFoundError(
+            f"dataset {name}: no folder {' or '.join(looked)}; expected "
+            f"{LAYOUT.replace('PATH', raw)} (a relative PATH is looked up under --data-root / "
+            f"BENCH_DATA, then the current directory)"
+        )
+    data = load_image_folder(base, loc.cache)
+    return DatasetBundle(
+        name,
+        data.splits["train"],
+        data.splits["test"],
+        len(data.classes),
+        data.shape,
+        data.mean,
+        data.std,
+        data.classes,
+        f"image-folder:{base}" + (" (streamed)" if data.streamed else ""),
+        val=data.splits.get("val"),
+    )
+
+
 _LOADED: dict[tuple, DatasetBundle] = {}
 
 
 def load_dataset(name: str, loc: Locations) -> DatasetBundle:
-    """Load (and memoise per process) a registered dataset."""
+    """Load (and memoise per process) a registered dataset, or a ``folder:PATH`` one."""
     key = (name, str(loc.root), str(loc.cache))
+    if name.startswith(FOLDER_PREFIX):  # a relative PATH may resolve under the cwd
+        key += (os.getcwd(),)
     if key not in _LOADED:
         fn: Callable[[Locations], DatasetBundle] = DATASETS.get(name)
         _LOADED[key] = fn(loc)

@@ -25,8 +25,8 @@ VAL_SOURCES = ("train", "test")
 @dataclass
 class Carved:
     """Indices into the bundle's splits: ``train`` (after the validation hold-out and subset),
-    ``val`` (possibly empty; rows of train, or of test when ``val_from == "test"``) and
-    ``test``."""
+    ``val`` (possibly empty; rows of train, of test when ``val_from == "test"``, or of the
+    dataset's own validation split ``bundle.val`` when ``val_from == "val"``) and ``test``."""
 
     bundle: DatasetBundle
     train: Tensor
@@ -37,10 +37,15 @@ class Carved:
     @property
     def val_split(self) -> Split:
         """The split that ``val`` indexes."""
+        if self.val_from == "val" and self.bundle.val is not None:
+            return self.bundle.val
         return self.bundle.test if self.val_from == "test" else self.bundle.train
 
 
 def carve(bundle: DatasetBundle, spec: DataSpec) -> Carved:
+    """The run's rows of each split. The validation split is held out of train (or test) by
+    ``spec.val_fraction``; with ``val_fraction`` 0, a dataset that has its own validation split
+    (``bundle.val``: a ``folder:`` dataset's ``val/``) gives all of it, and train stays whole."""
     if spec.val_from not in VAL_SOURCES:
         raise BenchError(f"val_from must be one of {VAL_SOURCES}, got {spec.val_from!r}")
     if spec.val_fraction and not 0 < spec.val_fraction < 1:
@@ -63,14 +68,17 @@ def carve(bundle: DatasetBundle, spec: DataSpec) -> Carved:
     test = _subset(
         np.arange(len(bundle.test)), spec.test_subset, spec.split_seed + 1, "test_subset"
     )
+    val_from: str = spec.val_from
     if spec.val_from == "test":
         test, val = split_held_out(test, spec.val_fraction, spec.split_seed)
+    elif not spec.val_fraction and bundle.val is not None:
+        val, val_from = np.arange(len(bundle.val)), "val"
     return Carved(
         bundle,
         torch.from_numpy(train).long(),
         torch.from_numpy(np.sort(val)).long(),
         torch.from_numpy(np.sort(test)).long(),
-        spec.val_from,
+        val_from,
     )
 
 
