@@ -10,6 +10,8 @@
   (3x3 stride-1 stem conv + BN + ReLU, *no* max-pool, [2,2,2,2] basic blocks of widths
   64..512 with 1x1 conv + BN projection shortcuts, global average pool, linear 512 -> classes;
   PyTorch's default initialisation), 11.17 M parameters for 10 classes.
+* ``resnet20_cifar``  He et al.'s CIFAR ResNet-20 (option-A shortcuts, 0.27 M parameters) with
+  the normalization its published weights expect: the CPU-sized converged CIFAR CNN.
 * ``resnet50_cifar``  the pytorch-cifar100 ResNet-50: 3x3 stride-1 stem, no max-pool,
   bottleneck stages [3,4,6,3] with strides 1,2,2,2.
 * ``resnet18_tv``     torchvision's ImageNet-style ResNet-18 trained from scratch (the
@@ -179,6 +181,77 @@ def resnet18_kuangliu(num_classes: int, in_shape, pretrained: bool = False):
     return KuangliuResNet18(num_classes, in_shape[0])
 
 
+class _OptionABlock(nn.Module):
+    """The CIFAR ResNet's basic block (He et al. 2016, section 4.2): conv3x3(stride) - BN -
+    ReLU - conv3x3 - BN, plus the shortcut, then ReLU. Where the shape changes the shortcut is
+    "option A": no parameters, every second pixel and the channels zero-padded by planes // 4
+    on each side."""
+
+    def __init__(self, in_planes: int, planes: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride=1, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.pad = planes // 4 if (stride != 1 or in_planes != planes) else 0
+
+    def forward(self, x):
+        out = torch.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        if self.pad:
+            x = nn.functional.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, self.pad, self.pad))
+        return torch.relu(out + x)
+
+
+class CifarResNet(nn.Module):
+    """The CIFAR ResNet-6n+2 of He et al. 2016 (section 4.2): conv3x3(16) - BN - ReLU, three
+    stages of ``n`` option-A basic blocks of widths 16, 32, 64 (strides 1, 2, 2), global
+    average pooling, linear head. ``n = 3`` is ResNet-20 (0.27 M parameters). Module names
+    (``conv1, bn1, layer1..3, linear``) are those of the widespread CIFAR ResNet-20
+    checkpoints (e.g. the one described in ``../shared/data/weights/PROVENANCE.txt``), so
+    their state dicts load as they are. Kaiming-normal init of convs and the head."""
+
+    def __init__(self, num_classes: int, in_ch: int = 3, n: int = 3):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_ch, 16, 3, stride=1, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(16)
+        in_planes, stages = 16, []
+        for planes, stride in ((16, 1), (32, 2), (64, 2)):
+            blocks = []
+            for i in range(n):
+                blocks.append(_OptionABlock(in_planes, planes, stride if i == 0 else 1))
+                in_planes = planes
+            stages.append(nn.Sequential(*blocks))
+        self.layer1, self.layer2, self.layer3 = stages
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.linear = nn.Linear(64, num_classes)
+        for m in self.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                nn.init.kaiming_normal_(m.weight)
+
+    def forward(self, x):
+        out = torch.relu(self.bn1(self.conv1(x)))
+        out = self.layer3(self.layer2(self.layer1(out)))
+        return self.linear(torch.flatten(self.avgpool(out), 1))
+
+
+@register_arch(
+    "resnet20_cifar",
+    params="0.27M",
+    # the normalization the published CIFAR ResNet-20 weights expect (kuangliu's statistics)
+    normalize=((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)),
+)
+def resnet20_cifar(num_classes: int, in_shape, pretrained: bool = False):
+    """CIFAR ResNet-20 (He et al. 2016), option-A shortcuts, 0.27 M parameters: a converged
+    CIFAR-10 CNN that trains and unlearns on two CPU cores (:class:`CifarResNet`). No
+    published weights through ``pretrained``: start from a file with ``--checkpoint``."""
+    if pretrained:
+        raise BenchError(
+            "resnet20_cifar has no built-in weights: pass --checkpoint FILE (a state dict)"
+        )
+    return CifarResNet(num_classes, in_shape[0], n=3)
+
+
 @register_arch("resnet50_cifar", params="23.7M")
 def resnet50_cifar(num_classes: int, in_shape, pretrained: bool = False):
     """L2UL's CIFAR-100 ResNet-50 (pytorch-cifar100 style: 3x3 stride-1 stem, no max-pool)."""
@@ -244,13 +317,31 @@ def _timm(name: str) -> Callable:
 
 
 def build_model(
-    arch: str, num_classes: int, in_shape, mean, std, pretrained: bool = False
+    arch: str,
+    num_classes: int,
+    in_shape,
+    mean,
+    std,
+    pretrained: bool = False,
+    normalize: tuple[tuple[float, ...], tuple[float, ...]] | None = None,
 ) -> Classifier:
-    """Build a registered architecture (or ``timm/<name>``) wrapped with its normalization."""
+    """Build a registered architecture (or ``timm/<name>``) wrapped with its normalization:
+    ``normalize`` (mean, std) when given (``--normalize``: what a user's weights expect), else
+    the architecture's own when it registers one (the statistics its published weights were
+    trained with), else the dataset's (``mean``, ``std``)."""
     if arch.startswith("timm/"):
         net = _timm(arch[5:])(num_classes, in_shape, pretrained)
     else:
         net = ARCHS.get(arch)(num_classes, in_shape, pretrained)
+        if normalize is None:
+            normalize = ARCHS.entry(arch).meta.get("normalize")
+    if normalize is not None:
+        mean, std = normalize
+        if len(mean) != in_shape[0] or len(std) != in_shape[0]:
+            raise BenchError(
+                f"normalization for {arch} has {len(mean)} means and {len(std)} stds, but the "
+                f"data have {in_shape[0]} channel(s): give one mean and one std per channel"
+            )
     return Classifier(net, mean, std)
 
 

@@ -60,6 +60,8 @@ def oracle_key(
     }
     if precision != "fp32":  # bf16-trained oracles get keys of their own
         ident["precision"] = precision
+    if spec.normalize is not None:  # --normalize: the models' first layer differs
+        ident["normalize"] = spec.normalize
     return stable_hash(ident)
 
 
@@ -127,7 +129,7 @@ def build_oracle_pool(
             blob = load_entry(path, key, _fits(n_train, len(carved.test)))
             if blob is None:
                 t0 = time.perf_counter()
-                model = fresh_model(bundle, spec.arch, ORACLE_SEED + i)
+                model = fresh_model(bundle, spec.arch, ORACLE_SEED + i, normalize=spec.normalize)
                 model.to(device)
                 steps = train(model, retain, spec.recipe, ORACLE_SEED + i)
                 with torch.no_grad():

@@ -110,6 +110,11 @@ def pretrain_key(spec: RunSpec, n_train: int, precision: str = "fp32") -> str:
     }
     if precision != "fp32":
         ident["precision"] = precision
+    if spec.normalize is not None:
+        ident["normalize"] = spec.normalize
+    if spec.checkpoint:  # a user's weights: nothing is trained, the file is the model
+        ident = {k: ident[k] for k in ("data", "arch") if k in ident}
+        ident.update(checkpoint=spec.checkpoint, normalize=spec.normalize)
     return stable_hash(ident)
 
 
@@ -165,13 +170,15 @@ def pretrained_with_artifacts(
     """:func:`pretrained_model` plus what a special pretraining stored with the checkpoint
     (``Context.pretrain_artifacts``; e.g. mnemonic codes, ``bench.mnemonic``)."""
     key = pretrain_key(spec, len(carved.train), runtime.precision(env.device))
+    if spec.checkpoint:
+        return _from_checkpoint(spec, carved, env, key)
     path = env.cache / "models" / f"pretrain-{key}.pt"
     bundle = carved.bundle
     with file_lock(path.with_suffix(".lock")):
         loaded: list[nn.Module] = []
 
         def fits(blob: dict) -> None:  # the state dict loads into a fresh model of the arch
-            loaded.append(fresh_model(bundle, spec.arch, spec.train_seed))
+            loaded.append(fresh_model(bundle, spec.arch, spec.train_seed, normalize=spec.normalize))
             loaded[0].load_state_dict(blob["state_dict"])
 
         # verified (key, content hash, state dict fits); a damaged entry is moved aside
@@ -180,7 +187,9 @@ def pretrained_with_artifacts(
             model, artifacts = loaded[0], blob.get("artifacts", {})
             return model.to(env.device).eval(), {**blob["info"], "cached": True}, artifacts
         t0 = time.perf_counter()
-        model = fresh_model(bundle, spec.arch, spec.train_seed, pretrained=spec.recipe.pretrained)
+        model = fresh_model(
+            bundle, spec.arch, spec.train_seed, spec.recipe.pretrained, spec.normalize
+        )
         view = View(bundle.train, carved.train, env.device, "train")
         special = special_pretraining(spec)
         hook, artifacts = None, {}
@@ -213,6 +222,34 @@ def pretrained_with_artifacts(
 
         mark_prepared(env.cache, Unit("pretrain", spec), {"key": key})
         return model.eval(), {**info, "cached": False}, artifacts
+
+
+def _from_checkpoint(
+    spec: RunSpec, carved: Carved, env: Env, key: str
+) -> tuple[nn.Module, dict, dict[str, Any]]:
+    """The user's weights imported as ``spec.checkpoint`` (``bench.checkpoint``) in a fresh
+    model of ``spec.arch``: the "pretrained" model of the run. Nothing is trained or cached
+    beyond the imported state dict."""
+    from bench.checkpoint import cached_state_dict, load_into
+
+    if special_pretraining(spec) is not None:
+        raise BenchError(
+            f"method {spec.method!r} needs its own pretraining ({special_pretraining(spec)}): "
+            f"it cannot start from --checkpoint; leave --checkpoint out for it"
+        )
+    t0 = time.perf_counter()
+    sd, source = cached_state_dict(env.cache, spec.checkpoint)
+    model = fresh_model(carved.bundle, spec.arch, spec.train_seed, normalize=spec.normalize)
+    load_into(model, sd, f"checkpoint {source or spec.checkpoint}")
+    info = {
+        "key": key,
+        "checkpoint": spec.checkpoint,
+        "source": source,
+        "seconds": time.perf_counter() - t0,
+        "steps": 0,
+        "cached": True,
+    }
+    return model.to(env.device).eval(), info, {}
 
 
 # ---------------------------------------------------------------------------------------
@@ -438,7 +475,9 @@ def _eval_context(
         "original": model0,
         "positions": positions,
         "fresh": lambda: (
-            fresh_model(carved.bundle, spec.arch, spec.unlearn_seed + 7).to(env.device).eval()
+            fresh_model(carved.bundle, spec.arch, spec.unlearn_seed + 7, normalize=spec.normalize)
+            .to(env.device)
+            .eval()
         ),
         "artifacts": {},
     }
@@ -533,7 +572,7 @@ def _scratch_trainer(spec: RunSpec, carved: Carved, seed: int):
     def trainer(view: View) -> tuple[nn.Module, int]:
         if spec.recipe.epochs == 0:
             raise BenchError(f"retraining {spec.arch} from scratch needs a recipe with epochs > 0")
-        model = fresh_model(carved.bundle, spec.arch, seed, pretrained=spec.recipe.pretrained)
+        model = fresh_model(carved.bundle, spec.arch, seed, spec.recipe.pretrained, spec.normalize)
         model.to(view.device)
         steps = train(model, view, spec.recipe, seed)
         return model, steps

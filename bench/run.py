@@ -59,6 +59,19 @@ def parser() -> argparse.ArgumentParser:
         help="hold out this fraction of train as validation (stratified)",
     )
     p.add_argument("--train-subset", type=int, help="use only N training images (CPU runs)")
+    p.add_argument(
+        "--checkpoint",
+        metavar="PATH",
+        help="start from these trained weights instead of pretraining: a state dict (or one "
+        "under 'net', 'state_dict', 'model'; DataParallel's 'module.' prefix is fine) for "
+        "--arch; identified by its sha256",
+    )
+    p.add_argument(
+        "--normalize",
+        metavar="MEANS/STDS",
+        help="the input normalization the weights expect, when not the arch's or dataset's: "
+        "per-channel means then stds, e.g. 0.4914,0.4822,0.4465/0.2023,0.1994,0.2010",
+    )
     p.add_argument("--out", help="output root (default results/<suite>)")
     p.add_argument("--data-root", help="data folder (default $BENCH_DATA)")
     p.add_argument("--cache-dir", help="model/data cache (default $BENCH_CACHE or OUT/cache)")
@@ -210,6 +223,10 @@ def plan(args: argparse.Namespace):
         data_over["val_fraction"] = args.val_fraction
     if args.train_subset is not None:
         data_over["train_subset"] = args.train_subset
+    from bench.data import data_root
+    from bench.spec import parse_normalize
+
+    normalize = parse_normalize(args.normalize) if args.normalize is not None else None
     return grid.expand(
         methods=methods,
         dataset=args.dataset,
@@ -218,6 +235,9 @@ def plan(args: argparse.Namespace):
         seeds=seeds,
         hp_overrides=parse_hp(args.hp),
         data_overrides=data_over,
+        checkpoint=args.checkpoint or "",
+        normalize=normalize,
+        data_root=data_root(args.data_root),
     )
 
 
@@ -241,6 +261,9 @@ def validate(specs, env) -> None:
             raise BenchError(
                 f"method {s.method!r} needs a validation split: add --val-fraction 0.1"
             )
+        if s.checkpoint and (s.checkpoint, s.arch, s.data.name, s.normalize) not in seen:
+            seen.add((s.checkpoint, s.arch, s.data.name, s.normalize))
+            _check_checkpoint(s, env)
         key = (s.data, s.forget, s.forget_seed)
         if key in seen:
             continue
@@ -255,6 +278,25 @@ def validate(specs, env) -> None:
                 f"({len(carved.train)} images): nothing is left to retain; forget fewer "
                 "classes or instances"
             )
+
+
+def _check_checkpoint(spec, env) -> None:
+    """The imported weights load into the run's architecture (one line naming the first
+    mismatching keys otherwise), and the methods that need their own pretraining refuse them."""
+    from bench.checkpoint import cached_state_dict, load_into
+    from bench.data import load_dataset
+    from bench.protocol import special_pretraining
+    from bench.train import fresh_model
+
+    if special_pretraining(spec) is not None:
+        raise BenchError(
+            f"method {spec.method!r} needs its own pretraining ({special_pretraining(spec)}) and "
+            f"cannot start from --checkpoint: leave it out of --method"
+        )
+    sd, source = cached_state_dict(env.cache, spec.checkpoint)
+    bundle = load_dataset(spec.data.name, env.locations)
+    model = fresh_model(bundle, spec.arch, 0, normalize=spec.normalize)
+    load_into(model, sd, f"checkpoint {source or spec.checkpoint} (--arch {spec.arch})")
 
 
 def _own_val(spec, env):
@@ -314,7 +356,17 @@ def check_args(args: argparse.Namespace) -> None:
     """Options that are meaningless whatever the suite: an error before anything runs."""
     import math
 
-    for opt in ("suite", "dataset", "arch", "out", "cache_dir", "data_root", "device"):
+    for opt in (
+        "suite",
+        "dataset",
+        "arch",
+        "out",
+        "cache_dir",
+        "data_root",
+        "device",
+        "checkpoint",
+        "normalize",
+    ):
         if getattr(args, opt) is not None and not getattr(args, opt).strip():
             flag = "--" + opt.replace("_", "-")
             raise BenchError(f"{flag} is empty: give a value or leave the option out")
@@ -496,6 +548,9 @@ def _run(args: argparse.Namespace) -> int:
     from bench.files import clean_stale, leftover_folders
 
     clean_stale(leftover_folders(out, env.cache))  # of killed launches: dead owners only
+    from bench.checkpoint import import_references
+
+    import_references([s.checkpoint for s in specs], env.cache)  # --checkpoint: into the cache
     validate(specs, env)
     done = sum(run_status(out, s.run_id) == "done" for s in specs)
     dup = f"; {duplicates} duplicate runs planned once" if duplicates else ""

@@ -167,6 +167,14 @@ class RunSpec:
     # K oracle models retrained without D_f and K unlearned replicas for the distribution-level
     # metrics (KLOM, challenge epsilon, population epsilon); 0 = no pool
     pool_size: int = 0
+    # start from a user's weights instead of pretraining: "sha256:<hex>" of the file imported
+    # into the cache (bench.checkpoint); "" = pretrain with ``recipe``
+    checkpoint: str = field(default="", metadata={LATER: True})
+    # the input normalization (means, stds per channel) of every model of the run, when not
+    # the architecture's or the dataset's (--normalize: what a user's weights expect)
+    normalize: tuple[tuple[float, ...], tuple[float, ...]] | None = field(
+        default=None, metadata={LATER: True}
+    )
 
     @property
     def dataset(self) -> str:
@@ -183,8 +191,8 @@ class RunSpec:
         # existing records stay valid.
         d = _plain(dataclasses.replace(self, suite=""))
         for name, default in _LATER_FIELDS.items():
-            if d.get(name) == default:
-                d.pop(name)
+            if d.get(name, default) == default:
+                d.pop(name, None)
         return stable_hash(d)
 
     def to_dict(self) -> dict[str, Any]:
@@ -209,6 +217,7 @@ class RunSpec:
                 {k: tuple(v) if isinstance(v, list) else v for k, v in d.pop("hparams").items()}
             ),
             metrics=tuple(d.pop("metrics")),
+            normalize=_pair(d.pop("normalize", None)),
             **d,
         )
         if want is not None and spec.run_id != want:
@@ -221,4 +230,37 @@ class RunSpec:
 
 
 #: fields added to RunSpec after records existed, with their defaults (see ``run_id``)
-_LATER_FIELDS: dict[str, Any] = {"pool_size": 0}
+_LATER_FIELDS: dict[str, Any] = {"pool_size": 0, "checkpoint": "", "normalize": None}
+
+
+def _pair(v):
+    """JSON lists back to the (means, stds) tuple pair (``None`` stays ``None``)."""
+    return None if v is None else (tuple(v[0]), tuple(v[1]))
+
+
+def parse_normalize(text: str, channels: int | None = None):
+    """``--normalize``: ``M1,M2,M3/S1,S2,S3`` or 2C comma-separated numbers (the C means, then
+    the C stds); ``M,S`` means one mean and one std for every channel when ``channels`` is
+    known. Returns the ``(means, stds)`` pair of tuples."""
+    try:
+        if "/" in text:
+            a, b = text.split("/", 1)
+            means = tuple(float(v) for v in a.split(","))
+            stds = tuple(float(v) for v in b.split(","))
+        else:
+            vals = [float(v) for v in text.split(",")]
+            if len(vals) % 2:
+                raise ValueError
+            means, stds = tuple(vals[: len(vals) // 2]), tuple(vals[len(vals) // 2 :])
+    except ValueError:
+        raise BenchError(
+            f"cannot read --normalize {text!r}: give the means then the stds per channel, e.g. "
+            f"0.4914,0.4822,0.4465/0.2023,0.1994,0.2010"
+        ) from None
+    if len(means) != len(stds) or not means:
+        raise BenchError(f"--normalize {text!r}: as many stds as means are needed")
+    if any(s <= 0 for s in stds):
+        raise BenchError(f"--normalize {text!r}: the stds must be > 0")
+    if channels and len(means) == 1 and channels > 1:
+        means, stds = means * channels, stds * channels
+    return means, stds

@@ -55,6 +55,11 @@ class Grid:
     requests: int = 1
     share_pretraining: bool = True
     pool_size: int = 0  # oracle models / unlearned replicas for the distribution metrics
+    #: start every run from these weights instead of pretraining (``--checkpoint``): a path,
+    #: relative ones looked up under the data root (``--data-root`` / ``$BENCH_DATA``) first
+    checkpoint: str = ""
+    #: the input normalization (means, stds) the checkpoint expects, when not the arch's
+    normalize: tuple[tuple[float, ...], tuple[float, ...]] | None = None
 
     def expand(
         self,
@@ -65,7 +70,14 @@ class Grid:
         seeds: Sequence[int] | None = None,
         hp_overrides: dict[str, dict[str, Any]] | None = None,
         data_overrides: dict[str, Any] | None = None,
+        checkpoint: str = "",
+        normalize: tuple[tuple[float, ...], tuple[float, ...]] | None = None,
+        data_root=None,
     ) -> list[RunSpec]:
+        """The grid's runs, narrowed or changed by the options. ``checkpoint``: a path (or a
+        ``sha256:`` reference) of weights to start from instead of the suite's own
+        ``checkpoint`` (a path looked up under ``data_root`` first, see
+        :func:`bench.checkpoint.reference`); the files are imported into the cache at launch."""
         data = self.data
         if dataset and dataset != data.name:
             data = DataSpec(name=dataset)
@@ -75,6 +87,11 @@ class Grid:
         same_data = data.name == self.data.name
         the_arch = arch or (self.arch if same_data and self.arch else default_arch)
         recipe = self.recipe if same_data and self.recipe else default_recipe
+        ckpt = checkpoint or (self.checkpoint if same_data else "")
+        if ckpt:
+            from bench.checkpoint import reference
+
+            ckpt = reference(ckpt, data_root)
         names: list[str] = []
         for pat in methods or self.methods:
             names.extend(n for n in METHODS.resolve(pat) if n not in names)
@@ -104,6 +121,10 @@ class Grid:
                             scenario=self.scenario,
                             requests=self.requests,
                             pool_size=self.pool_size,
+                            checkpoint=ckpt,
+                            normalize=normalize
+                            if normalize is not None
+                            else (self.normalize if same_data else None),
                         )
                     )
         unknown = [h for h in (hp_overrides or {}) if h not in names]
@@ -510,11 +531,15 @@ class Composite:
         seeds: Sequence[int] | None = None,
         hp_overrides: dict[str, dict[str, Any]] | None = None,
         data_overrides: dict[str, Any] | None = None,
+        checkpoint: str = "",
+        normalize: tuple[tuple[float, ...], tuple[float, ...]] | None = None,
+        data_root=None,
     ) -> list[RunSpec]:
-        if dataset or arch or data_overrides:
+        if dataset or arch or data_overrides or checkpoint or normalize:
             raise BenchError(
-                f"suite {self.name!r} spans several datasets: --dataset, --arch, --val-fraction "
-                f"and --train-subset apply to one of its parts ({', '.join(self.parts)})"
+                f"suite {self.name!r} spans several datasets: --dataset, --arch, --val-fraction, "
+                f"--train-subset, --checkpoint and --normalize apply to one of its parts "
+                f"({', '.join(self.parts)})"
             )
         wanted = None
         if methods:
@@ -531,7 +556,11 @@ class Composite:
             used |= names
             hp = {m: v for m, v in (hp_overrides or {}).items() if m in names}
             for s in grid.expand(
-                methods=sorted(names), forgets=forgets, seeds=seeds, hp_overrides=hp
+                methods=sorted(names),
+                forgets=forgets,
+                seeds=seeds,
+                hp_overrides=hp,
+                data_root=data_root,
             ):
                 specs.setdefault(s.run_id, s)
         unknown = [h for h in (hp_overrides or {}) if h not in used]

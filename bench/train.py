@@ -47,10 +47,20 @@ def make_schedule(opt, recipe: Recipe) -> Callable[[int], None]:
     return at
 
 
-def fresh_model(bundle: DatasetBundle, arch: str, seed: int, pretrained: bool = False) -> nn.Module:
+def fresh_model(
+    bundle: DatasetBundle, arch: str, seed: int, pretrained: bool = False, normalize=None
+) -> nn.Module:
+    """A seeded new model of ``arch`` for ``bundle``'s inputs; ``normalize`` (means, stds)
+    overrides the architecture's or dataset's normalization (``RunSpec.normalize``)."""
     torch.manual_seed(seed)
     return build_model(
-        arch, bundle.num_classes, bundle.input_shape, bundle.mean, bundle.std, pretrained=pretrained
+        arch,
+        bundle.num_classes,
+        bundle.input_shape,
+        bundle.mean,
+        bundle.std,
+        pretrained=pretrained,
+        normalize=normalize,
     )
 
 
