@@ -337,6 +337,8 @@ def build_model(
             normalize = ARCHS.entry(arch).meta.get("normalize")
     if normalize is not None:
         mean, std = normalize
+        if len(mean) == len(std) == 1:  # one mean and std for every channel
+            mean, std = tuple(mean) * in_shape[0], tuple(std) * in_shape[0]
         if len(mean) != in_shape[0] or len(std) != in_shape[0]:
             raise BenchError(
                 f"normalization for {arch} has {len(mean)} means and {len(std)} stds, but the "

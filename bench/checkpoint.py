@@ -4,7 +4,8 @@ and load it into a registered architecture with a one-line answer when it does n
 * :func:`read_state_dict` takes a plain state dict or the common wrappers (``{"net": ...}``,
   ``{"state_dict": ...}``, ``{"model": ...}``, ``{"model_state_dict": ...}``), strips the
   ``module.`` prefix of ``nn.DataParallel`` / DDP and the ``_orig_mod.`` prefix of
-  ``torch.compile``, and always loads with ``weights_only=True`` (no code in a file runs).
+  ``torch.compile`` (both, in either order), and always loads with ``weights_only=True``
+  (no code in a file runs).
 * :func:`import_checkpoint` copies the state dict into the cache under its sha256
   (``CACHE/checkpoints/<sha256>.pt``): runs name a checkpoint by ``sha256:<hex>``, so run ids
   and cache keys do not depend on where the file lies, and SLURM jobs find it in the shared
@@ -75,9 +76,14 @@ def unwrap(obj, where: str = "checkpoint") -> dict[str, torch.Tensor]:
             f"model.state_dict() rather than the model"
         )
     sd = {str(k): v for k, v in obj.items() if isinstance(v, torch.Tensor)}
-    for prefix in PREFIXES:
-        if sd and all(k.startswith(prefix) for k in sd):
-            sd = {k[len(prefix) :]: v for k, v in sd.items()}
+    # in any order and nesting: torch.compile(DDP(model)) saves "_orig_mod.module.*"
+    stripped = True
+    while stripped:
+        stripped = False
+        for prefix in PREFIXES:
+            if sd and all(k.startswith(prefix) for k in sd):
+                sd = {k[len(prefix) :]: v for k, v in sd.items()}
+                stripped = True
     return sd
 
 
@@ -165,11 +171,14 @@ def import_checkpoint(path: str | Path, cache: Path) -> str:
 
 
 def cached_state_dict(cache: Path, ref: str) -> tuple[dict[str, torch.Tensor], str]:
-    """The state dict imported as ``ref`` and the path it came from."""
+    """The state dict imported as ``ref`` and the path it came from; not imported yet (``--dry-run``
+    imports nothing), read from the file this process resolved as ``ref``."""
     from bench.cache import load_entry
 
     dest = checkpoint_path(cache, ref)
     blob = load_entry(dest, ref, lambda b: b["state_dict"])
+    if blob is None and ref in _SOURCES:
+        return read_state_dict(_SOURCES[ref]), str(_SOURCES[ref].resolve())
     if blob is None:
         raise BenchError(
             f"checkpoint {ref} is not in the cache {Path(cache) / 'checkpoints'}: pass "
@@ -181,7 +190,8 @@ def cached_state_dict(cache: Path, ref: str) -> tuple[dict[str, torch.Tensor], s
 def load_into(model: nn.Module, sd: Mapping[str, torch.Tensor], what: str = "checkpoint") -> None:
     """Load ``sd`` into a ``Classifier`` (``model.norm`` + ``model.net``): whole when it is in
     the harness's own layout, else into the backbone. Any missing or unexpected key or shape
-    mismatch is one :class:`BenchError` naming the first few."""
+    mismatch is one :class:`BenchError` naming the first few; so is an own-layout file whose
+    normalization buffers differ from the model's (the run's ``--normalize``, arch or data)."""
     own = "norm.mean" in sd and any(k.startswith("net.") for k in sd)
     target = model if own or not hasattr(model, "net") else model.net
     want = target.state_dict()
@@ -204,7 +214,23 @@ def load_into(model: nn.Module, sd: Mapping[str, torch.Tensor], what: str = "che
             f"{what} does not fit the architecture: keys {'; '.join(problems)}; check --arch "
             f"(and the number of classes of --dataset)"
         )
+    if own and not all(
+        torch.allclose(sd[k].float(), want[k].float(), rtol=1e-6, atol=1e-7)
+        for k in ("norm.mean", "norm.std")
+    ):
+        # the run's other models (oracles, fresh ones) use the run's normalization: a file
+        # that silently replaced it would score a model unlike the rest of the run
+        file_norm = f"{_vals(sd['norm.mean'])}/{_vals(sd['norm.std'])}"
+        run_norm = f"{_vals(want['norm.mean'])}/{_vals(want['norm.std'])}"
+        raise BenchError(
+            f"{what} carries the input normalization {file_norm} (means/stds), the run uses "
+            f"{run_norm}: pass --normalize {file_norm} to start from it"
+        )
     target.load_state_dict(dict(sd))
+
+
+def _vals(t: torch.Tensor) -> str:
+    return ",".join(f"{v:.6g}" for v in t.flatten().tolist())
 
 
 def _first(items: list[str], n: int = 3) -> str:

@@ -62,8 +62,12 @@ def unit_id(spec: RunSpec, kind: str, index: int = 0) -> str:
     }
     if kind == "pretrain":
         ident.update(train_seed=spec.train_seed, special=special_pretraining(spec))
+        if spec.checkpoint:
+            ident["checkpoint"] = spec.checkpoint
     else:
         ident.update(forget=spec.forget, forget_seed=spec.forget_seed, index=index)
+    if spec.normalize is not None:  # other models (set only: older markers keep their ids)
+        ident["normalize"] = spec.normalize
     return stable_hash(ident)
 
 
@@ -86,7 +90,8 @@ def units_for(specs: Sequence[RunSpec]) -> list[Unit]:
     """The distinct shared models ``specs`` need, in first-use order."""
     out: dict[str, Unit] = {}
     for s in specs:
-        if s.recipe.epochs > 0 or s.recipe.pretrained:
+        # a --checkpoint run's pretrained model is the imported file: nothing to build
+        if (s.recipe.epochs > 0 or s.recipe.pretrained) and not s.checkpoint:
             u = Unit("pretrain", s)
             out.setdefault(u.uid, u)
         if s.pool_size > 0 and s.requests == 1:

@@ -264,6 +264,9 @@ def validate(specs, env) -> None:
         if s.checkpoint and (s.checkpoint, s.arch, s.data.name, s.normalize) not in seen:
             seen.add((s.checkpoint, s.arch, s.data.name, s.normalize))
             _check_checkpoint(s, env)
+        elif s.normalize is not None and (s.data.name, s.normalize) not in seen:
+            seen.add((s.data.name, s.normalize))
+            _check_normalize(s, load_dataset(s.data.name, env.locations))
         key = (s.data, s.forget, s.forget_seed)
         if key in seen:
             continue
@@ -278,6 +281,17 @@ def validate(specs, env) -> None:
                 f"({len(carved.train)} images): nothing is left to retain; forget fewer "
                 "classes or instances"
             )
+
+
+def _check_normalize(spec, bundle) -> None:
+    """``--normalize`` gives one mean and std per channel of the data (or one for all)."""
+    means, stds = spec.normalize
+    c = bundle.input_shape[0]
+    if len(means) not in (1, c):
+        raise BenchError(
+            f"--normalize has {len(means)} means and stds, but {spec.dataset} has {c} "
+            f"channel(s): give one mean and one std per channel (or one of each for all)"
+        )
 
 
 def _check_checkpoint(spec, env) -> None:
@@ -295,6 +309,8 @@ def _check_checkpoint(spec, env) -> None:
         )
     sd, source = cached_state_dict(env.cache, spec.checkpoint)
     bundle = load_dataset(spec.data.name, env.locations)
+    if spec.normalize is not None:
+        _check_normalize(spec, bundle)
     model = fresh_model(bundle, spec.arch, 0, normalize=spec.normalize)
     load_into(model, sd, f"checkpoint {source or spec.checkpoint} (--arch {spec.arch})")
 

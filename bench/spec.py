@@ -240,8 +240,9 @@ def _pair(v):
 
 def parse_normalize(text: str, channels: int | None = None):
     """``--normalize``: ``M1,M2,M3/S1,S2,S3`` or 2C comma-separated numbers (the C means, then
-    the C stds); ``M,S`` means one mean and one std for every channel when ``channels`` is
-    known. Returns the ``(means, stds)`` pair of tuples."""
+    the C stds); ``M,S`` means one mean and one std for every channel (repeated here when
+    ``channels`` is known, else by ``bench.archs.build_model``). Returns the ``(means, stds)``
+    pair of tuples."""
     try:
         if "/" in text:
             a, b = text.split("/", 1)

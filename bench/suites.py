@@ -76,7 +76,7 @@ class Grid:
     ) -> list[RunSpec]:
         """The grid's runs, narrowed or changed by the options. ``checkpoint``: a path (or a
         ``sha256:`` reference) of weights to start from instead of the suite's own
-        ``checkpoint`` (a path looked up under ``data_root`` first, see
+        ``checkpoint`` (a path looked up under ``data_root``, default ``$BENCH_DATA``, first, see
         :func:`bench.checkpoint.reference`); the files are imported into the cache at launch."""
         data = self.data
         if dataset and dataset != data.name:
@@ -90,8 +90,9 @@ class Grid:
         ckpt = checkpoint or (self.checkpoint if same_data else "")
         if ckpt:
             from bench.checkpoint import reference
+            from bench.data import data_root as env_root
 
-            ckpt = reference(ckpt, data_root)
+            ckpt = reference(ckpt, data_root if data_root is not None else env_root())
         names: list[str] = []
         for pat in methods or self.methods:
             names.extend(n for n in METHODS.resolve(pat) if n not in names)
