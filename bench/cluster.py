@@ -58,6 +58,7 @@ class JobEnv:
     device: str | None = None
     precision: str = "auto"
     compile: bool = False
+    save_model: bool = False  # --save-model: OUT/models/<run_id>.pt (bench.saved_models)
 
     def make(self):
         import torch
@@ -69,7 +70,14 @@ class JobEnv:
             torch.set_num_threads(int(threads))
         dev = torch.device(self.device) if self.device else default_device()
         return Env(
-            self.out, self.cache, self.data_root, self.download, dev, self.precision, self.compile
+            self.out,
+            self.cache,
+            self.data_root,
+            self.download,
+            dev,
+            self.precision,
+            self.compile,
+            save_model=self.save_model,
         )
 
 

@@ -65,6 +65,8 @@ class Env:
     #: bench.runtime: "auto" (bf16 autocast on CUDA, fp32 on the CPU), "fp32" or "bf16"
     precision: str = "auto"
     compile: bool = False  # torch.compile the model in bench.train.train
+    #: keep each finished run's unlearned weights as OUT/models/<run_id>.pt (--save-model)
+    save_model: bool = False
 
     def __post_init__(self) -> None:
         self.out = Path(self.out)
@@ -90,7 +92,10 @@ def default_device() -> torch.device:
 
 
 def special_pretraining(spec: RunSpec) -> str | None:
-    """The pretraining variant ``spec``'s method requires (``None``: ordinary pretraining)."""
+    """The pretraining variant ``spec``'s method requires (``None``: ordinary pretraining, and
+    for a method not registered here: a model unlearned elsewhere, scored by ``bench.eval``)."""
+    if spec.method not in METHODS:
+        return None
     if callable(METHODS.entry(spec.method).meta.get("special_pretraining")):
         return method_special_pretraining(spec.method, resolve_hparams(spec))
     return METHODS.entry(spec.method).meta.get("special_pretraining")
@@ -260,12 +265,42 @@ def resolve_hparams(spec: RunSpec) -> Any:
     return make_hparams(spec.method, spec.hparams_dict)
 
 
-def run(spec: RunSpec, env: Env) -> list[dict[str, Any]]:
-    """Execute one run and return its record rows (raises on failure)."""
+@dataclass
+class Supplied:
+    """Unlearned models made elsewhere (``bench.eval``), evaluated by :func:`run` in place of
+    a method call: ``models[0]`` is the scored model, ``models[1:]`` its replicas for the pool
+    metrics (state dicts in any layout :func:`bench.checkpoint.load_into` takes, loaded into
+    copies of the run's original model); ``forget`` the train positions they forgot when
+    not ``spec.forget`` drawn as usual (an index file), then labelled ``forget_label``;
+    ``meta`` joins the run's meta record."""
+
+    models: list[dict[str, torch.Tensor]]
+    names: list[str]
+    forget: torch.Tensor | None = None
+    forget_label: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def model(self, model0: nn.Module, i: int) -> nn.Module:
+        from bench.checkpoint import load_into
+
+        m = copy.deepcopy(model0)
+        load_into(m, self.models[i], f"unlearned checkpoint {self.names[i]}")
+        return m.eval()
+
+
+def run(spec: RunSpec, env: Env, supplied: Supplied | None = None) -> list[dict[str, Any]]:
+    """Execute one run and return its record rows (raises on failure). With ``supplied``
+    (``bench.eval``), its models take the method's place: the same stages and evaluation,
+    without the "unlearn" and "trace" rows (nothing is unlearned here)."""
     runtime.configure(env.precision, env.compile)
-    entry = METHODS.entry(spec.method)
-    hp = resolve_hparams(spec)
-    needs = method_needs(spec.method, hp)
+    if supplied is None:
+        entry = METHODS.entry(spec.method)
+        hp = resolve_hparams(spec)
+        needs = method_needs(spec.method, hp)
+    else:
+        if spec.scenario == "continual" and spec.requests > 1:
+            raise BenchError("a supplied unlearned model answers one forget request, not several")
+        entry, hp, needs = None, None, ()
     bundle = load_dataset(spec.data.name, env.locations)
     carved = carve(bundle, spec.data)
     dev = env.device
@@ -274,7 +309,10 @@ def run(spec: RunSpec, env: Env) -> list[dict[str, Any]]:
 
     n_train = len(carved.train)
     requests = spec.requests if spec.scenario == "continual" else 1
-    forget_all = _forget_positions(carved, spec, requests)
+    if supplied is not None and supplied.forget is not None:
+        forget_all = [supplied.forget.long().sort().values]
+    else:
+        forget_all = _forget_positions(carved, spec, requests)
     train_view = View(bundle.train, carved.train, dev, "train")
     test_view = View(bundle.test, carved.test, dev, "test")
     val_view = View(carved.val_split, carved.val, dev, "val")
@@ -286,7 +324,7 @@ def run(spec: RunSpec, env: Env) -> list[dict[str, Any]]:
         "dataset": spec.data.name,
         "arch": spec.arch,
         "seed": spec.seed,
-        "forget": spec.forget.label,
+        "forget": (supplied and supplied.forget_label) or spec.forget.label,
         "k": int(forget_all[0].numel()),
         "scenario": spec.scenario,
     }
@@ -341,7 +379,10 @@ def run(spec: RunSpec, env: Env) -> list[dict[str, Any]]:
 
     def make_replicas() -> list[nn.Module]:
         """The same method on the same (single) request from the same pretrained model, with
-        other unlearning (and, for retraining, training) seeds: pool_size-1 more models."""
+        other unlearning (and, for retraining, training) seeds: pool_size-1 more models (the
+        supplied ones after the first, for a supplied model)."""
+        if supplied is not None:
+            return [supplied.model(model0, j) for j in range(1, len(supplied.models))]
         data = last_request["data"]
         out = []
         for j in range(1, spec.pool_size):
@@ -352,12 +393,10 @@ def run(spec: RunSpec, env: Env) -> list[dict[str, Any]]:
             out.append(m.eval())
         return out
 
-    model = copy.deepcopy(model0)
-    forgotten = torch.empty(0, dtype=torch.long)
-    total_seconds = 0.0
-    for r, current in enumerate(forget_all, start=1):
-        forgotten = torch.cat([forgotten, current]).sort().values
-        views = views_for(forgotten, current)
+    total_seconds: list[float] = []
+
+    def unlearn(model: nn.Module, r: int, views: dict[str, View]) -> nn.Module:
+        """Request ``r``: the method on ``model``, timed, with its "unlearn" and "trace" rows."""
         data = UnlearnData(
             forget=views["forget_request"] if requests > 1 else views["forget"],
             retain=views["retain"] if "retain" in needs else Withheld("retain", spec.method),
@@ -384,7 +423,7 @@ def run(spec: RunSpec, env: Env) -> list[dict[str, Any]]:
             model = entry.obj(model, data, hp, ctx)
         _sync(dev)
         seconds = time.perf_counter() - t0 - (probe.seconds - probed)
-        total_seconds += seconds
+        total_seconds.append(seconds)
         if not isinstance(model, nn.Module):
             raise TypeError(f"method {spec.method!r} returned {type(model).__name__}, not a model")
         model.eval()
@@ -399,6 +438,17 @@ def run(spec: RunSpec, env: Env) -> list[dict[str, Any]]:
             emit(r, "unlearn", "-", name, value)
         for point in thin_trace(ctx.traces, MAX_TRACE_POINTS):
             emit(r, "trace", point["split"], point["metric"], point["value"], step=point["step"])
+        return model
+
+    model = copy.deepcopy(model0)
+    forgotten = torch.empty(0, dtype=torch.long)
+    for r, current in enumerate(forget_all, start=1):
+        forgotten = torch.cat([forgotten, current]).sort().values
+        views = views_for(forgotten, current)
+        if supplied is None:
+            model = unlearn(model, r, views)
+        else:
+            model = supplied.model(model0, 0)
         _check_finite(model, spec.method)
         context = _eval_context(
             spec, env, carved, model0, forgotten, current, requests, r, make_replicas
@@ -412,7 +462,7 @@ def run(spec: RunSpec, env: Env) -> list[dict[str, Any]]:
         "type": "meta",
         "run_id": spec.run_id,
         "spec": spec.to_dict(),
-        "hparams_resolved": dataclasses.asdict(hp),
+        "hparams_resolved": dataclasses.asdict(hp) if hp is not None else spec.hparams_dict,
         "needs": list(needs),
         "code_version": code_version(),
         "hardware": hardware(dev),
@@ -421,10 +471,15 @@ def run(spec: RunSpec, env: Env) -> list[dict[str, Any]]:
         "n_train": n_train,
         "n_test": len(carved.test),
         "n_forget": int(forgotten.numel()),
-        "unlearn_seconds": total_seconds,
+        "unlearn_seconds": sum(total_seconds) if supplied is None else None,
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "special_pretraining": special_pretraining(spec),
+        **(supplied.meta if supplied is not None else {}),
     }
+    if env.save_model:  # before the records: a run is done only once its model is kept
+        from bench.saved_models import save_model
+
+        save_model(env.out, spec, model)
     return [meta, *rows, {"run_id": spec.run_id, "status": "done"}]
 
 
@@ -606,9 +661,12 @@ def _peak_mb(dev: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def execute(spec: RunSpec, env: Env, skip_done: bool = True) -> str:
+def execute(
+    spec: RunSpec, env: Env, skip_done: bool = True, supplied: Supplied | None = None
+) -> str:
     """Run ``spec`` and write its record file; returns ``done``, ``skipped`` or ``failed``.
-    Never raises for a failing run (the failure is recorded and the suite goes on)."""
+    Never raises for a failing run (the failure is recorded and the suite goes on).
+    ``supplied``: models unlearned elsewhere (:func:`run`)."""
     if skip_done and run_status(env.out, spec.run_id) == "done":
         return "skipped"
     with run_lock(env.out, spec.run_id) as mine:
@@ -616,7 +674,7 @@ def execute(spec: RunSpec, env: Env, skip_done: bool = True) -> str:
             return "running"  # another process (job) is running it right now
         if skip_done and run_status(env.out, spec.run_id) == "done":
             return "skipped"  # finished by another process while we waited for the lock
-        return _execute(spec, env)
+        return _execute(spec, env, supplied)
 
 
 def lock_path(out: Path, run_id: str) -> Path:
@@ -656,12 +714,12 @@ def is_running(out: Path, run_id: str) -> bool:
         return False
 
 
-def _execute(spec: RunSpec, env: Env) -> str:
+def _execute(spec: RunSpec, env: Env, supplied: Supplied | None = None) -> str:
     """Run and record ``spec``. A write that fails for lack of space (records or cache) fails
     the run, recorded where the short failure record still fits, and raises
     :class:`DiskFullError` so that the executor launches no more runs."""
     try:
-        rows = run(spec, env)
+        rows = run(spec, env, supplied)
     except (KeyboardInterrupt, SystemExit):
         raise
     except Exception as exc:  # noqa: BLE001 - any failure of one run is recorded, not fatal

@@ -141,6 +141,14 @@ def parser() -> argparse.ArgumentParser:
         action="store_true",
         help="torch.compile models for pretraining, retraining and oracles",
     )
+    p.add_argument(
+        "--save-model",
+        action="store_true",
+        help="keep each finished run's unlearned weights as OUT/models/<run_id>.pt (the model's "
+        "state dict, for --checkpoint or python -m bench.eval) with its spec in "
+        "OUT/models/<run_id>.json; continual runs keep the final model; runs already done are "
+        "skipped and save nothing",
+    )
     p.add_argument("--list", choices=LISTABLE, help="print registered names, one per line")
     p.add_argument("--dry-run", action="store_true", help="print the plan, run nothing")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -537,6 +545,7 @@ def _run(args: argparse.Namespace) -> int:
         device=device,
         precision=args.precision,
         compile=args.compile,
+        save_model=args.save_model,
     )
     if args.status:
         from bench.cluster import status_text
@@ -569,6 +578,8 @@ def _run(args: argparse.Namespace) -> int:
     import_references([s.checkpoint for s in specs], env.cache)  # --checkpoint: into the cache
     validate(specs, env)
     done = sum(run_status(out, s.run_id) == "done" for s in specs)
+    if args.save_model:
+        _warn_unsaved(out, specs)
     dup = f"; {duplicates} duplicate runs planned once" if duplicates else ""
     print(
         f"{len(specs)} runs in suite {suite!r} ({done} already done{dup}) -> {out}", file=sys.stderr
@@ -626,6 +637,26 @@ def _run(args: argparse.Namespace) -> int:
         )
         return 1
     return 0
+
+
+def _warn_unsaved(out: Path, specs) -> None:
+    """``--save-model`` keeps the models of the runs that run now: say so when runs already
+    done (skipped) have none."""
+    from bench.records import run_status
+    from bench.saved_models import has_saved_model
+
+    unsaved = [
+        s
+        for s in specs
+        if run_status(out, s.run_id) == "done" and not has_saved_model(out, s.run_id)
+    ]
+    if unsaved:
+        print(
+            f"warning: --save-model: {len(unsaved)} run(s) already done in {out} have no saved "
+            f"model and are skipped (e.g. {unsaved[0].run_id}); use another --out to run them "
+            "again with their models kept",
+            file=sys.stderr,
+        )
 
 
 def _counts_line(counts: dict[str, int], duplicates: int, out: Path) -> str:
@@ -697,6 +728,7 @@ def _slurm(args: argparse.Namespace, specs, env) -> int:
         device=args.device,
         precision=env.precision,
         compile=env.compile,
+        save_model=env.save_model,
     )
     res = launch(make_plan(specs, env.out, env.cache), jenv, opts, env.out, not args.no_report)
     print(describe_launch(res))
