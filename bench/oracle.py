@@ -18,6 +18,7 @@ same oracle wait for one build, and an interrupted build leaves nothing half-wri
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import time
@@ -49,7 +50,7 @@ def oracle_key(
     spec: RunSpec, n_train: int, forgotten: torch.Tensor, index: int, precision: str = "fp32"
 ) -> str:
     ident = {
-        "data": spec.data,
+        "data": dataclasses.replace(spec.data, retain_eval=None),  # scoring, not training
         "n_train": n_train,
         "arch": spec.arch,
         "recipe": spec.recipe,

@@ -105,7 +105,7 @@ def pretrain_key(spec: RunSpec, n_train: int, precision: str = "fp32") -> str:
     """Content hash of a pretrained model. A model trained under bf16 autocast gets its own
     key (fp32 keys are unchanged from before the precision switch existed)."""
     ident = {
-        "data": spec.data,
+        "data": dataclasses.replace(spec.data, retain_eval=None),  # scoring, not training
         "n_train": n_train,
         "arch": spec.arch,
         "recipe": spec.recipe,
@@ -358,7 +358,17 @@ def run(spec: RunSpec, env: Env, supplied: Supplied | None = None) -> list[dict[
 
     metrics = spec.metrics
     first = views_for(forget_all[0], forget_all[0])
-    before = _before(spec, pre_info, forget_all[0], requests, first, model0, bundle.num_classes)
+    before = _before(
+        spec,
+        pre_info,
+        forget_all[0],
+        requests,
+        _for_eval(spec, first),
+        model0,
+        bundle.num_classes,
+        cache=env.cache,
+        device=dev,
+    )
     for split, metric, value in before:
         emit(0, "before", split, metric, value)
 
@@ -453,7 +463,8 @@ def run(spec: RunSpec, env: Env, supplied: Supplied | None = None) -> list[dict[
         context = _eval_context(
             spec, env, carved, model0, forgotten, current, requests, r, make_replicas
         )
-        for split, metric, value in evaluate(model, views, bundle.num_classes, metrics, **context):
+        scored = _for_eval(spec, views)  # D_r maybe a fixed sample (DataSpec.retain_eval)
+        for split, metric, value in evaluate(model, scored, bundle.num_classes, metrics, **context):
             emit(r, "after", split, metric, value)
         if context["artifacts"]:
             write_artifacts(env.out, spec.run_id, r, context["artifacts"])
@@ -504,6 +515,25 @@ def thin_trace(points: list[dict[str, Any]], limit: int) -> list[dict[str, Any]]
 REPLICA_SEED_STRIDE = 10_000
 
 
+def _retain_eval_rows(spec: RunSpec, rows: torch.Tensor) -> torch.Tensor:
+    """The rows of D_r that are scored: all, or with ``DataSpec.retain_eval = N`` a fixed
+    sample of N of them (seeded by ``split_seed``, in index order; ``View.sample``'s draw), so
+    that a CPU run over a large train split does not spend most of its time scoring D_r. The
+    method itself always gets all of D_r."""
+    n = spec.data.retain_eval
+    if not n or rows.numel() <= n:
+        return rows
+    g = torch.Generator().manual_seed(spec.data.split_seed)
+    return rows.index_select(0, torch.randperm(rows.numel(), generator=g)[:n].sort().values)
+
+
+def _for_eval(spec: RunSpec, views: dict[str, View]) -> dict[str, View]:
+    """``views`` as scored: D_r reduced as :func:`_retain_eval_rows` says (the same rows)."""
+    if not spec.data.retain_eval or "retain" not in views:
+        return views
+    return {**views, "retain": views["retain"].sample(spec.data.retain_eval, spec.data.split_seed)}
+
+
 def _eval_context(
     spec: RunSpec,
     env: Env,
@@ -522,7 +552,7 @@ def _eval_context(
 
     positions = {
         "forget": forgotten,
-        "retain": retain_positions(len(carved.train), forgotten),
+        "retain": _retain_eval_rows(spec, retain_positions(len(carved.train), forgotten)),
     }
     if requests > 1:
         positions["forget_request"] = current
@@ -592,28 +622,60 @@ def _before(
     views: dict[str, View],
     model0: nn.Module,
     num_classes: int,
+    cache: Path | None = None,
+    device: torch.device | None = None,
 ) -> list[tuple[str, str, float]]:
+    """The "before" rows of the pretrained model on one forget set's views: computed once per
+    process, and with ``cache`` kept on disk (``CACHE/before/<key>.json``, keyed also by the
+    code version, device type and precision), so that the runs of a suite that share a
+    forget set, each in its own worker process, score the pretrained model once (on a CPU,
+    scoring 20k CIFAR images costs minutes)."""
     from bench.oracle import positions_digest
 
-    key = stable_hash(
-        {
-            "pretrain": pre_info.get("key"),
-            "data": spec.data,
-            "forget": positions_digest(forget),
-            "continual": requests > 1,
-            "metrics": spec.metrics,
-        }
-    )
+    ident = {
+        "pretrain": pre_info.get("key"),
+        "data": spec.data,
+        "forget": positions_digest(forget),
+        "continual": requests > 1,
+        "metrics": spec.metrics,
+    }
+    key = stable_hash(ident)
     if key in _BEFORE:
         _BEFORE.move_to_end(key)
         return _BEFORE[key]
+    path = None
+    if cache is not None and pre_info.get("key") is not None and device is not None:
+        disk = {
+            **ident,
+            "code": code_version(),
+            "device": device.type,
+            "precision": runtime.precision(device),
+        }
+        path = Path(cache) / "before" / f"{stable_hash(disk)}.json"
+        rows = _read_before(path)
+        if rows is not None:
+            _BEFORE[key] = rows
+            return rows
     rows = list(evaluate(model0, views, num_classes, spec.metrics))
     if pre_info.get("key") is None:
         return rows
+    if path is not None:
+        from bench.records import atomic_write_text
+
+        atomic_write_text(path, json.dumps([list(r) for r in rows]))
     _BEFORE[key] = rows
     while len(_BEFORE) > _BEFORE_MAX:
         _BEFORE.popitem(last=False)
     return rows
+
+
+def _read_before(path: Path) -> list[tuple[str, str, float]] | None:
+    """Cached "before" rows, or ``None`` (absent, or unreadable: then recomputed)."""
+    try:
+        rows = json.loads(path.read_text())
+        return [(str(a), str(b), float(c)) for a, b, c in rows]
+    except (OSError, ValueError, TypeError):
+        return None
 
 
 def _tracer(ctx: Context):

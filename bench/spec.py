@@ -57,6 +57,10 @@ class DataSpec:
     ``test_subset``): torch's ``random_split(test, [1 - val_fraction, val_fraction])`` with a
     generator seeded by ``split_seed``, as the Nabla-tau notebooks split CIFAR's test set into
     test and validation halves (``val_fraction=0.5``); train is then used whole.
+
+    ``retain_eval = N`` scores the retained set (D_r accuracy and every retain metric) on a
+    fixed sample of N of its instances, drawn with ``split_seed``, in index order; unlearning
+    still uses all of D_r. Left out of the hashes while unset.
     """
 
     name: str = "digits"
@@ -65,6 +69,9 @@ class DataSpec:
     test_subset: int | None = None
     split_seed: int = 0
     val_from: Literal["train", "test"] = field(default="train", metadata={LATER: True})
+    #: score D_r on a fixed sample of this many retain instances (seeded by ``split_seed``)
+    #: instead of all of them; the methods still get all of D_r (CPU runs on 50k images)
+    retain_eval: int | None = field(default=None, metadata={LATER: True})
 
 
 @dataclass(frozen=True)

@@ -149,3 +149,87 @@ def test_before_evaluation_is_shared_and_equal_to_a_fresh_one(env):
     hot = before(b, env.out / "hot")
     assert len(protocol._BEFORE) == hits == 1  # reused, not recomputed
     assert hot == cold and len(cold) >= 3, cold
+
+
+def test_retain_eval_scores_a_fixed_sample_and_unlearns_with_all_of_d_r(env):
+    """DataSpec.retain_eval = N: D_r accuracy is that of a fixed seeded sample of N retained
+    instances (the same rows for every method), while the method gets all of D_r; the
+    pretrained model is the same as without the option (scoring is not training)."""
+    import dataclasses
+
+    import torch
+
+    from bench.data import carve, load_dataset, retain_positions, select_forget
+    from bench.protocol import pretrained_model
+    from bench.train import predict
+
+    def accuracy(model, view):
+        return 100.0 * (predict(model, view).argmax(1).cpu() == view.targets.cpu()).float().mean()
+
+    from bench.spec import DataSpec
+
+    seen = {}
+
+    @register_method("_retain_len", needs=("forget", "retain"))
+    def _retain_len(model, data, hp, ctx):
+        seen["n"] = len(data.retain)
+        with torch.no_grad():  # a damaged model, so that a sample and all of D_r score apart
+            g = torch.Generator().manual_seed(3)
+            for p in model.parameters():
+                p.add_(torch.randn(p.shape, generator=g) * 0.3)
+        seen["model"] = model
+        return model
+
+    try:
+        full = tiny_spec("_retain_len", k=16)
+        spec = dataclasses.replace(full, data=DataSpec("synthetic", retain_eval=50))
+        assert spec.run_id != full.run_id
+        assert execute(spec, env) == "done"
+        bundle = load_dataset("synthetic", env.locations)
+        carved = carve(bundle, spec.data)
+        assert seen["n"] == len(carved.train) - 16  # all of D_r for the method
+        rows = [r for r in _lines(env, spec) if r.get("type") == "metric"]
+        got = {(r["stage"], r["split"]): r["value"] for r in rows if r["metric"] == "accuracy"}
+        model, info = pretrained_model(spec, carved, env)
+        assert info["key"] == pretrained_model(full, carve(bundle, full.data), env)[1]["key"]
+        forget = select_forget(bundle.train.targets.index_select(0, carved.train), spec.forget, 0)
+        retain = retain_positions(len(carved.train), forget)
+        g = torch.Generator().manual_seed(spec.data.split_seed)
+        rows50 = retain.index_select(0, torch.randperm(len(retain), generator=g)[:50].sort().values)
+        from bench.data import View
+
+        view = View(bundle.train, carved.train, env.device, "train").subset(rows50)
+        want = accuracy(model, view)
+        assert got[("before", "retain")] == pytest.approx(want)
+        after = seen["model"]
+        assert got[("after", "retain")] == pytest.approx(float(accuracy(after, view)))
+        whole = accuracy(after, View(bundle.train, carved.train, env.device, "t").subset(retain))
+        assert got[("after", "retain")] != pytest.approx(float(whole))  # a sample, not all D_r
+    finally:
+        METHODS.remove("_retain_len")
+
+
+def test_before_rows_are_kept_on_disk_for_other_processes(env, monkeypatch):
+    """A new worker process (empty in-process memo) reads the "before" rows from the cache
+    instead of scoring the pretrained model again; the rows are the same."""
+    import bench.protocol as protocol
+
+    a, b = tiny_spec("neggrad", k=16, seed=2), tiny_spec("random_labels", k=16, seed=2)
+    protocol._BEFORE.clear()
+    assert execute(a, env) == "done"
+    assert len(list((env.cache / "before").glob("*.json"))) == 1
+    protocol._BEFORE.clear()  # as in a fresh worker process
+    calls = []
+    real = protocol.evaluate
+    monkeypatch.setattr(protocol, "evaluate", lambda *x, **k: calls.append(1) or real(*x, **k))
+    assert execute(b, env) == "done"
+    assert len(calls) == 1  # the "after" evaluation only
+
+    def rows(spec):
+        return [
+            (r["split"], r["metric"], r["value"])
+            for r in _lines(env, spec)
+            if r.get("stage") == "before"
+        ]
+
+    assert rows(a) == rows(b) and len(rows(a)) >= 3
