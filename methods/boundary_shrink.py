@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -11,6 +12,12 @@ from torch.nn import functional as F
 
 from bench import runtime
 from bench.method import hparam, register_method
+
+#: the paper of Boundary Shrink and Boundary Expanding (``methods/boundary_expanding.py``)
+CHEN_2023 = (
+    "Chen, Gao, Wang, Wei, Zhang, Wang, 'Boundary Unlearning: Rapid Forgetting of Deep "
+    "Networks via Shifting the Decision Boundary', CVPR 2023"
+)
 
 
 @dataclass(frozen=True)
@@ -49,14 +56,46 @@ def neighbour_labels(attack_model: nn.Module, x: torch.Tensor, y: torch.Tensor, 
     return nbr
 
 
+def fit_forget_to(
+    model: nn.Module,
+    forget,
+    opt: torch.optim.Optimizer,
+    ctx,
+    targets: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    *,
+    epochs: int,
+    batch_size: int,
+    shuffle: bool = False,
+    augment: str = "none",
+    crop_padding: int = 4,
+) -> None:
+    """The training loop both Boundary methods share: ``epochs`` passes over D_f (in order,
+    or reshuffled every pass with ``ctx.generator``; ``augment`` and ``crop_padding`` as
+    ``View.loader``, drawn with ``ctx.generator``); for
+    every batch, labels ``targets(x, y)``, then one ``opt`` step on CE(model(x), labels) with
+    the model in train mode, counted with ``ctx.step``."""
+    for _ in range(epochs):
+        for x, y in forget.loader(
+            batch_size,
+            shuffle=shuffle,
+            generator=ctx.generator,
+            augment=augment,
+            crop_padding=crop_padding,
+        ):
+            t = targets(x, y)
+            model.train()
+            loss = F.cross_entropy(model(x), t)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            ctx.step()
+
+
 @register_method(
     "boundary_shrink",
     hparams=BoundaryShrinkHP,
     needs=("forget",),
-    citation=(
-        "Chen, Gao, Wang, Wei, Zhang, Wang, 'Boundary Unlearning: Rapid Forgetting of Deep "
-        "Networks via Shifting the Decision Boundary', CVPR 2023 (Boundary Shrink)"
-    ),
+    citation=f"{CHEN_2023} (Boundary Shrink)",
     reference="https://github.com/TY-LEE-KR/Boundary-Unlearning-Code (boundary_shrink)",
     quick_hp={"lr": 3e-3, "epochs": 5},
 )
@@ -75,14 +114,14 @@ def boundary_shrink(model, data, hp: BoundaryShrinkHP, ctx):
     opt = torch.optim.SGD(
         model.parameters(), lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay
     )
-    for _ in range(hp.epochs):
-        for x, y in data.forget.loader(hp.batch_size):
-            nbr = neighbour_labels(attack, x, y, hp.bound)
-            model.train()
-            loss = F.cross_entropy(model(x), nbr)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            ctx.step()
+    fit_forget_to(
+        model,
+        data.forget,
+        opt,
+        ctx,
+        lambda x, y: neighbour_labels(attack, x, y, hp.bound),
+        epochs=hp.epochs,
+        batch_size=hp.batch_size,
+    )
     model.eval()
     return model
