@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import logging
 import re
 import sys
@@ -100,6 +101,13 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--train-subset", type=int, metavar="N", help="only N training images, as the run did"
+    )
+    p.add_argument(
+        "--retain-eval",
+        type=int,
+        metavar="N",
+        help="score D_r on a fixed seeded sample of N retained images, as the run's suite did "
+        "(DataSpec.retain_eval, e.g. l2ul-cifar10-r20); default: all of D_r",
     )
     p.add_argument(
         "--pool",
@@ -291,6 +299,8 @@ def _check_args(args: argparse.Namespace) -> None:
             f"--name {args.name} is a registered method: give the external model a name of its "
             f"own (e.g. {args.name}_ext), so that its records never mix with the method's runs"
         )
+    if args.retain_eval is not None and args.retain_eval < 1:
+        raise BenchError(f"--retain-eval must be >= 1 (got {args.retain_eval})")
     if args.train_subset is not None and args.train_subset < 1:
         raise BenchError(f"--train-subset must be >= 1 (got {args.train_subset})")
     v = args.val_fraction
@@ -335,6 +345,8 @@ def prepare(args: argparse.Namespace):
         data = DataSpec(args.dataset, val_fraction=args.val_fraction)
     if args.train_subset is not None:
         data = DataSpec(data.name, data.val_fraction, args.train_subset)
+    if args.retain_eval is not None:
+        data = dataclasses.replace(data, retain_eval=args.retain_eval)
     bundle = load_dataset(data.name, env.locations)
     carved = _carve_checked(carve, bundle, data)
     n_train = len(carved.train)

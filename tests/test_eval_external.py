@@ -208,6 +208,16 @@ def test_forget_file_gives_the_same_values(made, capsys, tmp_path):
     assert ext[0]["files"]["forget_file"]["path"] == str(txt.resolve())
     code, _, err = _eval([*_base(made, "--forget-file", str(npy)), "--out", str(eout)], capsys)
     assert code == 0 and "already done" in err  # the same positions: the same run
+    # D_r scored on a fixed sample (as the l2ul-cifar10-r20 suite does): another run
+    argv = [*_base(made, "--forget-file", str(npy)), "--retain-eval", "100", "--name", "sampled"]
+    code, _, err = _eval([*argv, "--out", str(eout)], capsys)
+    assert code == 0, err
+    sampled = _records(eout)["sampled"]
+    assert sampled[0]["spec"]["data"]["retain_eval"] == 100
+    assert (
+        _values(sampled, "after")["forget", "accuracy"]
+        == _values(ext, "after")["forget", "accuracy"]
+    )
 
 
 def test_pool_metrics_with_replicas(made, capsys, tmp_path):
