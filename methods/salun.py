@@ -9,7 +9,10 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from bench import runtime
-from bench.method import register_method
+from bench.method import hparam, register_method
+
+#: ``SalUnHP.mask_mode`` values
+MASK_MODES = ("hard", "reference_2024")
 
 
 @dataclass(frozen=True)
@@ -17,7 +20,13 @@ class SalUnHP:
     """Defaults of the reference's CIFAR-10 random-data forgetting command (RL with a saliency
     mask): mask ratio 0.5, 10 epochs, SGD lr 0.013, momentum 0.9, weight decay 5e-4, batch
     256 (the reference's ``arg_parser`` defaults). ``mask_batch`` = the forget batch used to
-    compute the saliency gradient."""
+    compute the saliency gradient.
+
+    ``mask_mode``: how the mask holds the weights outside it. ``hard`` (default; the paper's
+    intent and the reference since Unlearn-Saliency PR #33, commit a6e89fd, Feb 2026): they
+    never move. ``reference_2024`` (the code that made the published tables, Oct 2023 until
+    that fix): only the gradients are masked, so SGD's weight decay, and the momentum that
+    carries it, still shrink the weights outside the mask."""
 
     mask_ratio: float = 0.5
     epochs: int = 10
@@ -26,6 +35,7 @@ class SalUnHP:
     weight_decay: float = 5e-4
     batch_size: int = 256
     mask_batch: int = 256
+    mask_mode: str = hparam("hard", choices=MASK_MODES)
 
 
 @runtime.full_precision
@@ -78,10 +88,13 @@ def salun(model, data, hp: SalUnHP, ctx):
     2. ``epochs`` epochs; each = a pass over shuffled D_f with labels drawn uniformly from all
        classes (re-drawn per batch, with ``ctx.generator``; as the reference, the draw may hit
        the true label), then a pass over shuffled D_r with its labels; CE loss, SGD. After
-       every backward the gradients are multiplied by m; after every step the unmasked
-       parameters are restored to their original values (so weight decay and momentum cannot
-       move them: they are exactly unchanged). BN running statistics are buffers, not weights:
-       they do move (train mode), as in the reference.
+       every backward the gradients are multiplied by m. ``mask_mode="hard"`` (default;
+       the reference after PR #33): after every step the parameters outside m are restored to
+       their original values and their momentum zeroed (so weight decay and momentum cannot
+       move them: they are exactly unchanged). ``mask_mode="reference_2024"`` (the reference
+       before PR #33, which produced the published tables): no restore, so weight decay (and
+       its momentum) moves them too. BN running statistics are buffers, not weights: they do
+       move (train mode), as in the reference.
 
     Deviations: the reference's mask pass takes an SGD step after every forget batch (the
     gradient sum is taken along a short trajectory); here the gradients are summed at fixed
@@ -92,7 +105,8 @@ def salun(model, data, hp: SalUnHP, ctx):
     ``mask_fraction``."""
     masks = saliency_mask(model, data.forget, hp)
     params = dict(model.named_parameters())
-    theta0 = {n: p.detach().clone() for n, p in params.items()}
+    hard = hp.mask_mode == "hard"
+    theta0 = {n: p.detach().clone() for n, p in params.items()} if hard else {}
     opt = torch.optim.SGD(
         model.parameters(), lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay
     )
@@ -107,12 +121,13 @@ def salun(model, data, hp: SalUnHP, ctx):
             if p.grad is not None:
                 p.grad.mul_(masks[n])
         opt.step()
-        with torch.no_grad():
-            for n, p in params.items():
-                p.copy_(torch.where(masks[n], p, theta0[n]))
-                buf = opt.state.get(p, {}).get("momentum_buffer")
-                if buf is not None:
-                    buf.mul_(masks[n])
+        if hard:  # reference_2024 stops here: weight decay has moved the unmasked weights
+            with torch.no_grad():
+                for n, p in params.items():
+                    p.copy_(torch.where(masks[n], p, theta0[n]))
+                    buf = opt.state.get(p, {}).get("momentum_buffer")
+                    if buf is not None:
+                        buf.mul_(masks[n])
         ctx.step()
 
     model.train()
