@@ -2,8 +2,10 @@
 ``index.html`` from the run records under RESULTS_DIR (default out: RESULTS_DIR/report).
 
 Tables come from :mod:`reports.tables` when it is importable (else the report holds figures
-only, with a one-line warning); figures from :mod:`reports.figures`; the page from
-:mod:`reports.html`. A missing or empty results dir is one clear error line and exit 2.
+only, with a one-line warning); ``reproduction.md`` (our runs beside published tables) from
+:mod:`reports.reproduction` when some published table has runs; figures from
+:mod:`reports.figures`; the page from :mod:`reports.html`. A missing or empty results dir is
+one clear error line and exit 2.
 """
 
 from __future__ import annotations
@@ -11,6 +13,9 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+
+#: the reproduction page (``reports.reproduction``): its own section of index.html, not a table
+REPRODUCTION = "reproduction.md"
 
 
 def build(results_dir: Path | str, out: Path | str | None = None) -> list[Path]:
@@ -32,6 +37,7 @@ def build(results_dir: Path | str, out: Path | str | None = None) -> list[Path]:
     out = Path(out) if out is not None else results_dir / "report"
     out.mkdir(parents=True, exist_ok=True)
     metrics, runs = load(results_dir)
+    meta = html.read_meta(results_dir)
     planned, plan_problem = None, None
     try:  # the last launch's plan: its runs without a valid done record are listed in runs.md
         plan = planned_runs(results_dir)
@@ -53,24 +59,36 @@ def build(results_dir: Path | str, out: Path | str | None = None) -> list[Path]:
             written += [
                 Path(p)
                 for p in write_tables(
-                    metrics, runs, out, planned=planned, plan_problem=plan_problem
+                    metrics, runs, out, planned=planned, plan_problem=plan_problem, meta=meta
                 )
             ]
         except Exception as e:  # noqa: BLE001 - figures still render without tables
             print(f"warning: tables failed: {type(e).__name__}: {e}", file=sys.stderr)
+    (out / REPRODUCTION).unlink(missing_ok=True)  # never a stale page from older records
+    pages = []
+    try:  # our runs beside published tables: its own page and section, not a table
+        from reports.reproduction import write_reproduction
+
+        page = write_reproduction(metrics, meta, out)
+    except Exception as e:  # noqa: BLE001 - the rest of the report still renders
+        print(f"warning: reproduction page failed: {type(e).__name__}: {e}", file=sys.stderr)
+    else:
+        if page is not None:
+            written.append(page)
+            pages.append(("Reproduction", page))
 
     figs = figures.all_figures(metrics, results_dir, out / "figures")
     for _, paths in figs:
         written += paths
 
-    tables_md = sorted({p.resolve() for p in out.glob("*.md")} | {
+    tables_md = sorted(({p.resolve() for p in out.glob("*.md")} | {
         p.resolve() for p in written if p.suffix == ".md" and p.exists()
-    })  # fmt: skip
+    }) - {(out / REPRODUCTION).resolve()})  # fmt: skip
     others = sorted(
         {p.resolve() for p in written if p.suffix in (".tex", ".csv", ".pdf") and p.exists()}
     )
-    index = html.render(results_dir, runs, figs, tables_md, out / "index.html",
-                        other_files=others)  # fmt: skip
+    index = html.render(results_dir, runs, figs, tables_md, out / "index.html", meta=meta,
+                        other_files=others, pages=pages)  # fmt: skip
     return [*dict.fromkeys(written), index]
 
 

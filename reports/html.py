@@ -91,15 +91,20 @@ def _table(lines: list[str]) -> str:
 
 def markdown_to_html(text: str) -> str:
     """Render the Markdown that table files hold: pipe tables (with alignment), ``#`` headings
-    (as h3-h5) and paragraphs; everything else is escaped text."""
+    (as h3-h5), ``- `` bullet lists (indented lines continue an item) and paragraphs;
+    everything else is escaped text."""
     lines = text.splitlines()
     out: list[str] = []
     para: list[str] = []
+    items: list[str] = []
 
     def flush() -> None:
         if para:
             out.append("<p>" + _inline(" ".join(para)) + "</p>")
             para.clear()
+        if items:
+            out.append("<ul>" + "".join(f"<li>{_inline(t)}</li>" for t in items) + "</ul>")
+            items.clear()
 
     i = 0
     while i < len(lines):
@@ -117,7 +122,15 @@ def markdown_to_html(text: str) -> str:
             flush()
             level = min(len(m.group(1)) + 2, 5)
             out.append(f"<h{level}>{_inline(m.group(2).strip())}</h{level}>")
+        elif line.startswith("- "):
+            if para:
+                flush()
+            items.append(line[2:].strip())
+        elif items and line.startswith("  ") and line.strip():
+            items[-1] += " " + line.strip()
         elif line.strip():
+            if items:
+                flush()
             para.append(line.strip())
         else:
             flush()
@@ -186,10 +199,13 @@ def render(
     out_path: Path | str,
     meta: list[dict] | None = None,
     other_files: list[Path] | None = None,
+    pages: list[tuple[str, Path]] | None = None,
 ) -> Path:
     """Write the report page to ``out_path`` and return it. ``figures`` is
     ``[(section title, paths)]`` (only the PNGs are embedded), ``tables`` Markdown files whose
-    tables are embedded, ``other_files`` (.tex, .csv, .pdf) linked by relative name."""
+    tables are embedded, ``other_files`` (.tex, .csv, .pdf) linked by relative name, ``pages``
+    ``[(section title, Markdown file)]`` each embedded as its own section after the tables
+    (its leading ``# `` heading dropped), e.g. the reproduction page."""
     out_path = Path(out_path)
     meta = read_meta(results_dir) if meta is None else meta
     status = runs["status"] if not runs.empty else pd.Series(dtype=object)
@@ -216,6 +232,13 @@ def render(
         for t in tables:
             body.append(f"<h3>{e(Path(t).stem)}</h3>")
             body.append(markdown_to_html(Path(t).read_text(encoding="utf-8")))
+        body.append("</section>")
+    for title, page in pages or []:
+        text = Path(page).read_text(encoding="utf-8")
+        text = re.sub(r"\A# [^\n]*\n", "", text)
+        slug = re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-")
+        body.append(f'<section id="{e(slug)}"><h2>{e(title)}</h2>')
+        body.append(markdown_to_html(text))
         body.append("</section>")
     for title, paths in figures:
         pngs = [p for p in paths if Path(p).suffix == ".png" and Path(p).exists()]

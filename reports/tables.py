@@ -1,12 +1,13 @@
 """Paper-style tables from run records: pure pandas builders, then plain-text renderers.
 
 Builders (``l2ul_table``, ``continual_table``, ``mnemonic_table``, ``nablatau_table``,
-``leaderboard``) take the tidy ``metrics`` frame of ``reports.aggregate.load`` and return wide
-frames of numbers, one row per table row: a column ``X`` holds the mean over seeds, ``X_std``
-its standard deviation and ``n`` the number of runs. Renderers (``to_markdown``, ``to_latex``,
-``to_csv``) turn any such frame into text and never compute anything but rounding and the best
-value of a column. ``write_tables`` writes every table that has data, plus ``runs.md`` listing
-every run that did not finish. Markdown and LaTeX are written here (no tabulate / jinja2).
+``leaderboard``; ``salun_table`` in ``reports.salun``) take the tidy ``metrics`` frame of
+``reports.aggregate.load`` and return wide frames of numbers, one row per table row: a column
+``X`` holds the mean over seeds, ``X_std`` its standard deviation and ``n`` the number of runs.
+Renderers (``to_markdown``, ``to_latex``, ``to_csv``) turn any such frame into text and never
+compute anything but rounding and the best value of a column. ``write_tables`` writes every
+table that has data, plus ``runs.md`` listing every run that did not finish. Markdown and
+LaTeX are written here (no tabulate / jinja2).
 """
 
 from __future__ import annotations
@@ -261,6 +262,7 @@ DIRECTIONS = {
     "continual": {"D_r acc": True, "test acc": True},
     "mnemonic": {"A_R": True, "E_F": True},
     "nablatau": {"D_r acc": True, "test acc": True},
+    "salun": {"Avg. Gap": False},
     "leaderboard": {
         **{f"{t} gap": False for t in AVG_GAP_TERMS},
         "Avg. Gap": False,
@@ -513,6 +515,10 @@ _CAPTIONS = {
     "E_F (test error on the forgotten class, %), beside the published numbers.",
     "nablatau": "Random-subset forgetting: accuracy (%) and loss / entropy U-MIA "
     "(0.5 = indistinguishable from test data), mean ± std over seeds.",
+    "salun": "SalUn Table 1 protocol: UA, RA, TA, MIA-Efficacy (%), Avg. Gap to our retrain "
+    "and unlearning seconds, mean ± std over seeds, beside the published CIFAR-10 / ResNet-18 "
+    "numbers (Fan et al., ICLR 2024) and the deltas; target: hard = the paper's Retrain, soft = "
+    "its other rows.",
     "leaderboard": "UA, RA, TA, MIA-Efficacy (%) and their gap to retraining; Avg. Gap, "
     "mean ± std over seeds.",
 }
@@ -521,12 +527,19 @@ _GROUPS = {
     "continual": ["forget", "request"],
     "mnemonic": ["forget_class"],
     "nablatau": ["frac"],
+    "salun": ["forget"],
     "leaderboard": ["forget"],
 }
 
 
-def build_all(metrics: pd.DataFrame, published: pd.DataFrame | None = None) -> dict:
-    """Every table builder's frame, by name (empty frames for absent data)."""
+def build_all(
+    metrics: pd.DataFrame, published: pd.DataFrame | None = None, meta: list[dict] | None = None
+) -> dict:
+    """Every table builder's frame, by name (empty frames for absent data). ``meta``: the
+    records' meta lines (``reports.html.read_meta``), which tell apart runs of one method
+    under different hyperparameters in the ``salun`` table."""
+    from reports.salun import hparam_variants, salun_table
+
     if metrics.empty:
         return {name: pd.DataFrame() for name in _CAPTIONS}
     return {
@@ -534,8 +547,17 @@ def build_all(metrics: pd.DataFrame, published: pd.DataFrame | None = None) -> d
         "continual": continual_table(metrics),
         "mnemonic": mnemonic_table(metrics, published),
         "nablatau": nablatau_table(metrics),
+        "salun": salun_table(metrics, variants=hparam_variants(meta or [])),
         "leaderboard": leaderboard(metrics),
     }
+
+
+def _table_digits(name: str) -> dict[str, int] | None:
+    if name == "salun":
+        from reports.salun import DIGITS as SALUN_DIGITS
+
+        return SALUN_DIGITS
+    return None
 
 
 def write_tables(
@@ -545,18 +567,20 @@ def write_tables(
     published: pd.DataFrame | None = None,
     planned: int | None = None,
     plan_problem: str | None = None,
+    meta: list[dict] | None = None,
 ) -> list[Path]:
     """Write ``<table>.md``, ``.tex`` and ``.csv`` for every table with data, and ``runs.md``
     (failed, damaged and missing runs with their errors; ``planned``, ``plan_problem``: see
-    ``runs_markdown``). Returns the written paths."""
+    ``runs_markdown``; ``meta``: see ``build_all``). Returns the written paths."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
-    for name, df in build_all(metrics, published).items():
+    for name, df in build_all(metrics, published, meta).items():
         if df.empty:
             continue
         shown = compact(df)
         opts = dict(higher_is_better=DIRECTIONS[name], group_by=_GROUPS[name], reference="retrain")
+        opts["digits"] = _table_digits(name)
         md, tex = out / f"{name}.md", out / f"{name}.tex"
         md.write_text(to_markdown(shown, **opts))
         tex.write_text(to_latex(shown, _CAPTIONS[name], f"tab:{name}", **opts))
