@@ -6,6 +6,9 @@
 * ``resnet18_cifar``  the CIFAR ResNet-18 of the L2UL code: torchvision-style ResNet-18 with a
   3x3 stride-1 stem (no bias) + BN + ReLU, the 3x3 stride-2 max-pool kept, [2,2,2,2] basic
   blocks of widths 64..512, Kaiming-normal (fan_out) init (spec section 1.7).
+* ``resnet18_salun``  the CIFAR ResNet-18 of the SalUn / Unlearn-Sparse code: torchvision's
+  ResNet-18 with the 3x3 stride-1 stem and *no* max-pool, Kaiming-normal (fan_out) init,
+  torchvision's module names, and the reference's input normalization.
 * ``resnet18_kuangliu`` the kuangliu/pytorch-cifar ResNet-18 of the Mnemonic-code reference
   (3x3 stride-1 stem conv + BN + ReLU, *no* max-pool, [2,2,2,2] basic blocks of widths
   64..512 with 1x1 conv + BN projection shortcuts, global average pool, linear 512 -> classes;
@@ -113,6 +116,30 @@ def resnet18_cifar(num_classes: int, in_shape, pretrained: bool = False):
     from torchvision.models import resnet18
 
     return _cifar_stem(resnet18(num_classes=num_classes), in_shape[0], keep_maxpool=True)
+
+
+#: the input normalization of the SalUn / Unlearn-Sparse CIFAR-10 models (their
+#: ``NormalizeByChannelMeanStd`` in ``models/ResNet.py`` and ``utils.setup_model_dataset``)
+SALUN_CIFAR10_NORMALIZE = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
+
+
+@register_arch("resnet18_salun", params="11.2M", normalize=SALUN_CIFAR10_NORMALIZE)
+def resnet18_salun(num_classes: int, in_shape, pretrained: bool = False):
+    """The CIFAR ResNet-18 of SalUn's Table 1 (OPTML-Group/Unlearn-Saliency @ a6e89fd,
+    ``Classification/models/ResNet.py``, ``resnet18`` without ``imagenet``; the same file as
+    Unlearn-Sparse's): torchvision's ResNet-18 code with a 3x3 stride-1 stem conv (no bias),
+    BN, ReLU and the max-pool replaced by the identity, 1x1 conv + BN projection shortcuts,
+    Kaiming-normal (fan_out) convolutions, BN weight 1 / bias 0, PyTorch's default init of
+    the linear head. Module names are torchvision's, as the reference's (``conv1 ... fc``), so
+    its state dicts load (less its ``normalize.*`` buffers). The normalization is the
+    reference's (std 0.2470, 0.2435, 0.2616; the harness's CIFAR-10 default has kuangliu's
+    0.2023, 0.1994, 0.2010). Not ``resnet18_cifar`` (max-pool kept) nor ``resnet18_kuangliu``
+    (same layers, PyTorch's default initialisation)."""
+    from torchvision.models import resnet18
+
+    if pretrained:
+        raise BenchError("resnet18_salun has no published weights: train it (pretrained=False)")
+    return _cifar_stem(resnet18(num_classes=num_classes), in_shape[0], keep_maxpool=False)
 
 
 class _BasicBlock(nn.Module):

@@ -19,7 +19,6 @@ same oracle wait for one build, and an interrupted build leaves nothing half-wri
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -30,6 +29,7 @@ import torch
 from bench import runtime
 from bench.cache import load_entry, save_entry
 from bench.data import Carved, View
+from bench.data.forget import positions_digest
 from bench.errors import BenchError
 from bench.spec import RunSpec, stable_hash
 from bench.train import TRAIN_CODE_VERSION, fresh_model, predict, train
@@ -38,12 +38,6 @@ log = logging.getLogger(__name__)
 
 #: seed of oracle 0 (oracle i uses ORACLE_SEED + i), far from the replicate seeds of suites.
 ORACLE_SEED = 100_000
-
-
-def positions_digest(positions: torch.Tensor) -> str:
-    """A short digest of a set of train positions (order-insensitive)."""
-    p = positions.long().sort().values.cpu().numpy().astype("<i8").tobytes()
-    return hashlib.sha256(p).hexdigest()[:16]
 
 
 def oracle_key(

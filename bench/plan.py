@@ -206,6 +206,9 @@ ASSUMED_TRAIN_IMG_S = {
     "smallcnn": 200_000,
     "mlp": 400_000,
     "resnet18_cifar": 25_000,
+    # no max-pool: the stages run at 4x the resolution of resnet18_cifar's, about 4x the FLOPs
+    "resnet18_salun": 7_000,
+    "resnet18_kuangliu": 7_000,
     "resnet50_cifar": 8_000,
     "resnet18_tv": 60_000,
     "tv_resnet50": 2_500,
@@ -255,16 +258,17 @@ def unit_seconds(unit: Unit) -> float:
 
 def run_seconds(spec: RunSpec) -> float:
     """Estimated GPU seconds of one run: the method (retraining: the recipe over D_r; a
-    method with ``epochs``: that many passes over the train set; a stop-rule method: at most
-    ``STOP_RULE_EPOCHS`` passes over D_f plus its adversarial examples; otherwise one pass),
-    ``pool_size - 1`` replicas of it, and evaluation (a few passes over train and test)."""
+    method with ``epochs``: that many passes over the train set, or over D_f for a method that
+    sees only D_f; a stop-rule method: at most ``STOP_RULE_EPOCHS`` passes over D_f plus its
+    adversarial examples; otherwise one pass), ``pool_size - 1`` replicas of it, and
+    evaluation (a few passes over train and test)."""
     n_train, n_test = _sizes(spec)
     nf = _n_forget(spec, n_train)
     hp = spec.hparams_dict
     if spec.method == "retrain":
         images = spec.recipe.epochs * (n_train - nf)
     elif "epochs" in hp:
-        images = float(hp["epochs"]) * n_train
+        images = float(hp["epochs"]) * (n_train if _sees_retain(spec) else nf)
     elif "max_epochs" in hp:
         images = min(float(hp["max_epochs"]), STOP_RULE_EPOCHS) * nf
         images += nf * float(hp.get("n_adv", 0)) * float(hp.get("iters", 0))
@@ -273,6 +277,16 @@ def run_seconds(spec: RunSpec) -> float:
     images *= max(spec.pool_size, 1)
     evals = 3 * (n_train + n_test) / 3
     return (images + evals) / _throughput(spec.arch)
+
+
+def _sees_retain(spec: RunSpec) -> bool:
+    """Whether the run's method declares D_r (else its epochs are passes over D_f only)."""
+    from bench.method import make_hparams, method_needs
+
+    try:
+        return "retain" in method_needs(spec.method, make_hparams(spec.method, spec.hparams_dict))
+    except (BenchError, KeyError):
+        return True  # a method this process does not know: assume the larger cost
 
 
 def estimate(plan: Plan) -> dict[str, float]:

@@ -313,6 +313,7 @@ def run(spec: RunSpec, env: Env, supplied: Supplied | None = None) -> list[dict[
         forget_all = [supplied.forget.long().sort().values]
     else:
         forget_all = _forget_positions(carved, spec, requests)
+    forget_index = _write_forget_index(env.out, forget_all)
     train_view = View(bundle.train, carved.train, dev, "train")
     test_view = View(bundle.test, carved.test, dev, "test")
     val_view = View(carved.val_split, carved.val, dev, "val")
@@ -485,6 +486,7 @@ def run(spec: RunSpec, env: Env, supplied: Supplied | None = None) -> list[dict[
         "unlearn_seconds": sum(total_seconds) if supplied is None else None,
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "special_pretraining": special_pretraining(spec),
+        **forget_index,
         **(supplied.meta if supplied is not None else {}),
     }
     if env.save_model:  # before the records: a run is done only once its model is kept
@@ -587,6 +589,21 @@ def write_artifacts(out: Path, run_id: str, request: int, artifacts: dict[str, d
         np.savez_compressed(buf, **{k: np.asarray(v) for k, v in arrays.items()})
         suffix = "" if request == 1 else f"-r{request}"
         atomic_write_bytes(out / "artifacts" / run_id / f"{name}{suffix}.npz", buf.getvalue())
+
+
+def _write_forget_index(out: Path, forget_all: list[torch.Tensor]) -> dict[str, Any]:
+    """The run's forget sets as index files (``OUT/forget/<digest>.npy``,
+    :func:`bench.data.forget.write_forget_index`), for its meta record: ``forget_index`` = the
+    set forgotten by the end of the run; a continual run also lists each request's set
+    (``forget_requests``)."""
+    from bench.data.forget import write_forget_index
+
+    if len(forget_all) == 1:
+        return {"forget_index": write_forget_index(out, forget_all[0])}
+    return {
+        "forget_index": write_forget_index(out, torch.cat(forget_all)),
+        "forget_requests": [write_forget_index(out, p) for p in forget_all],
+    }
 
 
 def _forget_positions(carved: Carved, spec: RunSpec, requests: int) -> list[torch.Tensor]:

@@ -496,7 +496,7 @@ SMOKE_HP = {
     "boundary_shrink": {"lr": 3e-3, "epochs": 5},
     # Retain-set passes scaled to the smoke's 10-epoch pretraining: their 10-epoch defaults
     # were set against CIFAR's 200 (5 %); 10 of 10 would cost as much as retraining itself.
-    **{m: {"epochs": 5} for m in ("finetune", "cf_k", "eu_k", "l1_sparse", "salun")},
+    **{m: {"epochs": 5} for m in ("finetune", "cf_k", "eu_k", "l1_sparse", "salun", "rl")},
     "unsir": {"noise_batch": 64, "noise_steps": 20, "noise_repeats": 4, "samples_per_class": 100},
 }
 register_suite(
@@ -601,13 +601,17 @@ def register_composite(suite: Composite) -> Composite:
     return suite
 
 
+# SalUn's Table 1 protocol (salun-cifar10, salun-cifar10-cpu, salun-digits): its own module,
+# which registers them on import and needs the definitions above
+from bench import suites_salun  # noqa: E402, F401
+
 # Every paper suite at paper scale as one plan, for a cluster (bench.cluster).
 register_composite(
     Composite(
         name="full",
         description="every paper suite at paper scale as one plan: L2UL (CIFAR-10, CIFAR-100, "
-        "ImageNet, continual), Mnemonic (CIFAR-10, t_mix sweep), Nabla-tau (CIFAR-10/100) (GPU "
-        "cluster: --executor slurm)",
+        "ImageNet, continual), Mnemonic (CIFAR-10, t_mix sweep), Nabla-tau (CIFAR-10/100), "
+        "SalUn's Table 1 (CIFAR-10) (GPU cluster: --executor slurm)",
         parts=(
             "l2ul-cifar10",
             "l2ul-cifar10-continual",
@@ -620,6 +624,7 @@ register_composite(
             "mnemonic-cifar10-tmix0.8",
             "nablatau-cifar10",
             "nablatau-cifar100",
+            "salun-cifar10",
         ),
     )
 )

@@ -4,11 +4,16 @@ Forget-set selection follows the L2UL protocol: one permutation of the train pos
 seeded by the run's forget seed; instance forget sets are its first ``k`` entries, so sets of
 growing ``k`` are nested prefixes (and so are random fractions). Class forgetting takes every
 train instance of the listed classes.
+
+The positions a run forgets are also written as an index file, ``OUT/forget/<digest>.npy``
+(:func:`write_forget_index`), whose digest the run's meta record carries.
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -132,3 +137,36 @@ def retain_positions(n: int, forget: Tensor) -> Tensor:
     mask = torch.ones(n, dtype=torch.bool)
     mask[forget] = False
     return mask.nonzero().flatten()
+
+
+def positions_digest(positions: Tensor) -> str:
+    """A short digest of a set of train positions (order-insensitive): the first 16 hex
+    digits of the sha256 of the sorted positions as little-endian int64."""
+    p = positions.long().sort().values.cpu().numpy().astype("<i8").tobytes()
+    return hashlib.sha256(p).hexdigest()[:16]
+
+
+#: the folder under a run's output root that holds its forget sets' index files
+FORGET_DIR = "forget"
+
+
+def write_forget_index(out: Path, positions: Tensor) -> dict[str, str | int]:
+    """Write ``positions`` (rows of the carved train split) as ``OUT/forget/<digest>.npy``, a
+    sorted little-endian int64 array, unless that file exists; returns ``{"digest", "file"
+    (relative to OUT), "n"}``. Content-addressed: the name is :func:`positions_digest` of the
+    content, so a file never changes and another forget set is another file; ``python -m
+    bench.eval --forget-file`` reads it back (with the run's ``--val-fraction`` /
+    ``--train-subset``, which define the rows). Written atomically, so concurrent runs of
+    one forget set may both write it."""
+    import io
+
+    from bench import records
+
+    digest = positions_digest(positions)
+    rel = f"{FORGET_DIR}/{digest}.npy"
+    path = Path(out) / rel
+    if not path.is_file():
+        buf = io.BytesIO()
+        np.save(buf, positions.long().sort().values.cpu().numpy().astype("<i8"))
+        records.atomic_write_bytes(path, buf.getvalue())
+    return {"digest": digest, "file": rel, "n": int(positions.numel())}

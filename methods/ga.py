@@ -1,0 +1,80 @@
+"""GA: gradient ascent on the forget set for a fixed number of epochs, as SalUn's Table 1 and
+the Unlearn-Sparse protocol run it (no stop rule; compare ``neggrad``, L2UL's variant)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch.nn import functional as F
+
+from bench.method import hparam, register_method
+from bench.unlearning import sgd
+
+#: the reference this file restates (the ``unlearn/GA.py`` of Unlearn-Sparse @ 80ba55d is the
+#: same loop); the table's runs used the file as first committed (9576623, Oct 2023): the same
+#: loop without the mask restore of PR #33, which only acts when a saliency mask is given
+REFERENCE = (
+    "https://github.com/OPTML-Group/Unlearn-Saliency/blob/"
+    "a6e89fd17ff737c24c6aa16c9574469a234ffd91/Classification/unlearn/GA.py"
+)
+
+
+@dataclass(frozen=True)
+class GAHP:
+    """The table's GA: 5 epochs at lr 1e-4 (the GA command of Unlearn-Saliency's README as
+    first committed, 9576623: ``--unlearn GA --unlearn_lr 0.0001 --unlearn_epochs 5``);
+    momentum 0.9, weight decay 5e-4, batch 256 (its ``arg_parser.py`` defaults).
+    ``augment``: ``recipe`` = the pretraining augmentation, as the reference's forget loader
+    carries the training transform (random crop + flip on CIFAR)."""
+
+    epochs: int = 5
+    lr: float = 1e-4
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    batch_size: int = 256
+    augment: str = hparam("recipe", choices=("recipe", "none", "crop", "crop_flip"))
+
+
+@register_method(
+    "ga",
+    hparams=GAHP,
+    needs=("forget",),
+    citation=(
+        "Thudi et al., EuroS&P 2022 (gradient ascent); as run by Jia et al., NeurIPS 2023 "
+        "(Unlearn-Sparse) and Fan et al., ICLR 2024 (SalUn, Table 1: GA)"
+    ),
+    reference=REFERENCE,
+    quick_hp={"epochs": 10, "lr": 0.05, "batch_size": 8},
+)
+def ga(model, data, hp: GAHP, ctx):
+    """Gradient ascent on D_f (the reference's ``GA``, driven by ``unlearn/impl.py``'s
+    ``iterative_unlearn``). Data: D_f only.
+
+    ``epochs`` passes over D_f, reshuffled every pass with ``ctx.generator`` (the reference's
+    forget loader has ``shuffle=True``), augmented as ``augment`` says; for every batch one
+    SGD step (lr, momentum, weight decay) on L = -CE(f(x_f), y_f) (mean over the batch) with
+    the model in train mode, so BatchNorm statistics move. Exactly ``epochs`` x
+    ceil(|D_f| / batch_size) steps: there is no stop rule, D_f accuracy may reach 0 and the
+    ascent goes on (``neggrad`` is L2UL's variant: unshuffled batches of 32, no augmentation,
+    stop at D_f accuracy 0).
+
+    Deviations: (i) the reference's MultiStepLR (x0.1 at epochs 91 and 136) never fires within
+    its 5 epochs and is not implemented, nor its warm-up (off by default); (ii) the shuffles
+    and crops come from ``ctx.generator`` instead of the global RNG (same distributions)."""
+    opt = sgd(model, hp)
+    augment = ctx.recipe.augment if hp.augment == "recipe" else hp.augment
+    for _ in range(hp.epochs):
+        model.train()
+        for x, y in data.forget.loader(
+            hp.batch_size,
+            shuffle=True,
+            generator=ctx.generator,
+            augment=augment,
+            crop_padding=ctx.recipe.crop_padding,
+        ):
+            loss = -F.cross_entropy(model(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            ctx.step()
+    return model
