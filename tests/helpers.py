@@ -43,3 +43,47 @@ def tiny_spec(method: str, k: int = 16, seed: int = 0, **kw) -> RunSpec:
         unlearn_seed=seed,
         **kw,
     )
+
+
+def pinned_spec() -> RunSpec:
+    """The spec whose run id tests/test_spec.py pins (``9b7346e3682aba43``)."""
+    return RunSpec(
+        method="neggrad",
+        data=DataSpec("digits"),
+        arch="smallcnn",
+        recipe=Recipe(epochs=20, batch_size=64, lr=0.02),
+        forget=ForgetSpec("instance", k=16),
+        hparams=(("lr", 0.001),),
+        seed=1,
+        train_seed=0,
+        forget_seed=1,
+        unlearn_seed=1,
+    )
+
+
+def toy_data(n_f: int = 8, n_r: int = 40, seed: int = 0, classes: int = 4):
+    """Method-level toy data: distinct random 1x4x4 images (each row identifiable by its
+    pixels) with random labels, the first ``n_f`` forgotten, the next ``n_r`` retained."""
+    import torch
+
+    from bench.data import TensorSplit, View
+    from bench.method import UnlearnData, Withheld
+
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(n_f + n_r, 1, 4, 4, generator=g)
+    y = torch.randint(0, classes, (n_f + n_r,), generator=g)
+    train = View(TensorSplit(x, y), torch.arange(n_f + n_r), torch.device("cpu"), "train")
+    forget = train.subset(torch.arange(n_f), "forget")
+    retain = train.subset(torch.arange(n_f, n_f + n_r), "retain")
+    return UnlearnData(forget, retain, Withheld("val", "test"), classes)
+
+
+def toy_ctx(seed: int = 0, classes: int = 4):
+    """A CPU method context seeded with ``seed``, for :func:`toy_data`."""
+    import torch
+
+    from bench.method import Context
+
+    return Context(
+        torch.device("cpu"), seed, torch.Generator().manual_seed(seed), Recipe(), classes
+    )

@@ -26,9 +26,9 @@ from bench.errors import BenchError
 from bench.plan import unit_id, units_for
 from bench.protocol import Env, pretrained_model
 from bench.run import main, parser, plan
-from bench.spec import DataSpec, ForgetSpec, Recipe, RunSpec, parse_normalize
+from bench.spec import DataSpec, RunSpec, parse_normalize
 from bench.suites import SUITES
-from tests.helpers import tiny_spec
+from tests.helpers import pinned_spec, tiny_spec
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared" / "data"
@@ -464,18 +464,7 @@ def test_dry_run_checks_the_file_without_importing_it(byo, tmp_path, capsys):
 
 def test_specs_without_checkpoint_keep_their_run_ids():
     """The pinned spec of tests/test_spec.py: the new fields at their defaults leave its id."""
-    spec = RunSpec(
-        method="neggrad",
-        data=DataSpec("digits"),
-        arch="smallcnn",
-        recipe=Recipe(epochs=20, batch_size=64, lr=0.02),
-        forget=ForgetSpec("instance", k=16),
-        hparams=(("lr", 0.001),),
-        seed=1,
-        train_seed=0,
-        forget_seed=1,
-        unlearn_seed=1,
-    )
+    spec = pinned_spec()
     assert spec.run_id == "9b7346e3682aba43"
     assert not {"checkpoint", "normalize"} & set(spec.to_dict())  # records as before
     ids = {

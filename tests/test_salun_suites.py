@@ -19,32 +19,18 @@ from bench.archs import ARCHS, build_model, count_params
 from bench.data import View, carve, load_dataset, select_forget
 from bench.data.forget import positions_digest, write_forget_index
 from bench.data.splits import TensorSplit
-from bench.method import METHODS, Context, UnlearnData, Withheld, make_hparams
+from bench.method import METHODS, UnlearnData, Withheld, make_hparams
 from bench.protocol import Env, _write_forget_index
-from bench.spec import ForgetSpec, Recipe
+from bench.spec import ForgetSpec
 from bench.suites import SUITES
 from bench.suites_salun import SALUN_OTHER_METHODS, SALUN_TABLE_METHODS
 from methods.ga import ga
 from methods.neggrad import neggrad
 from methods.rl import rl
+from tests.helpers import toy_ctx, toy_data  # noqa: E402
 
 CPU = torch.device("cpu")
 C = 4
-
-
-def toy_data(n_f: int = 8, n_r: int = 40, seed: int = 0) -> UnlearnData:
-    """Distinct random 1x4x4 images (each row identifiable by its pixels), random labels."""
-    g = torch.Generator().manual_seed(seed)
-    x = torch.rand(n_f + n_r, 1, 4, 4, generator=g)
-    y = torch.randint(0, C, (n_f + n_r,), generator=g)
-    train = View(TensorSplit(x, y), torch.arange(n_f + n_r), CPU, "train")
-    forget = train.subset(torch.arange(n_f), "forget")
-    retain = train.subset(torch.arange(n_f, n_f + n_r), "retain")
-    return UnlearnData(forget, retain, Withheld("val", "test"), C)
-
-
-def toy_ctx(seed: int = 0) -> Context:
-    return Context(CPU, seed, torch.Generator().manual_seed(seed), Recipe(), C)
 
 
 def mlp_bn(seed: int = 0) -> nn.Module:

@@ -16,7 +16,6 @@ from torch.nn import functional as F
 from bench import runtime
 from bench.archs import build_model
 from bench.data import View
-from bench.data.splits import TensorSplit
 from bench.errors import BenchError
 from bench.method import METHODS, Context, UnlearnData, Withheld, make_hparams
 from bench.run import main
@@ -30,23 +29,10 @@ from methods.boundary_expanding import (
     widen_head,
 )
 from methods.iu import IUHP, iu
+from tests.helpers import toy_ctx, toy_data  # noqa: E402
 
 CPU = torch.device("cpu")
 C = 4
-
-
-def toy_data(n_f: int = 8, n_r: int = 40, seed: int = 0) -> UnlearnData:
-    g = torch.Generator().manual_seed(seed)
-    x = torch.rand(n_f + n_r, 1, 4, 4, generator=g)
-    y = torch.randint(0, C, (n_f + n_r,), generator=g)
-    train = View(TensorSplit(x, y), torch.arange(n_f + n_r), CPU, "train")
-    forget = train.subset(torch.arange(n_f), "forget")
-    retain = train.subset(torch.arange(n_f, n_f + n_r), "retain")
-    return UnlearnData(forget, retain, Withheld("val", "test"), C)
-
-
-def toy_ctx(seed: int = 0) -> Context:
-    return Context(CPU, seed, torch.Generator().manual_seed(seed), Recipe(), C)
 
 
 def mlp_bn(seed: int = 0) -> nn.Module:

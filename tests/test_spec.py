@@ -3,24 +3,14 @@ import dataclasses
 import pytest
 
 from bench.errors import BenchError
-from bench.spec import DataSpec, ForgetSpec, Recipe, RunSpec, canonical_json
+from bench.spec import ForgetSpec, RunSpec, canonical_json
+from tests.helpers import pinned_spec
 
 
 def test_run_id_is_pinned():
     """Changing the canonical form of a spec changes every run_id and orphans every record;
     if this fails on purpose, bump SPEC_VERSION and update the pinned value."""
-    spec = RunSpec(
-        method="neggrad",
-        data=DataSpec("digits"),
-        arch="smallcnn",
-        recipe=Recipe(epochs=20, batch_size=64, lr=0.02),
-        forget=ForgetSpec("instance", k=16),
-        hparams=(("lr", 0.001),),
-        seed=1,
-        train_seed=0,
-        forget_seed=1,
-        unlearn_seed=1,
-    )
+    spec = pinned_spec()
     assert spec.run_id == "9b7346e3682aba43"
 
 
