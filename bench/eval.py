@@ -46,6 +46,8 @@ FILE_LABEL = "idx={}"
 
 
 def parser() -> argparse.ArgumentParser:
+    from bench.run import add_location_args
+
     p = argparse.ArgumentParser(
         prog="python -m bench.eval",
         description="Score a model unlearned elsewhere: the harness's metrics on the original "
@@ -147,9 +149,7 @@ def parser() -> argparse.ArgumentParser:
         help="output root (default results/eval); a bench.run --out puts the records beside "
         "its runs (one report)",
     )
-    p.add_argument("--data-root", help="data folder (default $BENCH_DATA)")
-    p.add_argument("--cache-dir", help="model/data cache (default $BENCH_CACHE or OUT/cache)")
-    p.add_argument("--download", action="store_true", help="allow torchvision downloads")
+    add_location_args(p)
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     p.add_argument("-v", "--verbose", action="store_true")
     return p

@@ -22,6 +22,14 @@ LISTABLE = ("methods", "datasets", "archs", "suites", "metrics")
 MAX_SEED = 2**32 - 1
 
 
+def add_location_args(p: argparse.ArgumentParser) -> None:
+    """Where data and the cache are (``--data-root``, ``--cache-dir``, ``--download``): the
+    same options for ``bench.run`` and ``bench.eval``."""
+    p.add_argument("--data-root", help="data folder (default $BENCH_DATA)")
+    p.add_argument("--cache-dir", help="model/data cache (default $BENCH_CACHE or OUT/cache)")
+    p.add_argument("--download", action="store_true", help="allow torchvision downloads")
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m bench.run",
@@ -73,9 +81,7 @@ def parser() -> argparse.ArgumentParser:
         "per-channel means then stds, e.g. 0.4914,0.4822,0.4465/0.2023,0.1994,0.2010",
     )
     p.add_argument("--out", help="output root (default results/<suite>)")
-    p.add_argument("--data-root", help="data folder (default $BENCH_DATA)")
-    p.add_argument("--cache-dir", help="model/data cache (default $BENCH_CACHE or OUT/cache)")
-    p.add_argument("--download", action="store_true", help="allow torchvision downloads")
+    add_location_args(p)
     p.add_argument(
         "--executor",
         default="local",
