@@ -517,23 +517,28 @@ def thin_trace(points: list[dict[str, Any]], limit: int) -> list[dict[str, Any]]
 REPLICA_SEED_STRIDE = 10_000
 
 
-def _retain_eval_rows(spec: RunSpec, rows: torch.Tensor) -> torch.Tensor:
-    """The rows of D_r that are scored: all, or with ``DataSpec.retain_eval = N`` a fixed
-    sample of N of them (seeded by ``split_seed``, in index order; ``View.sample``'s draw), so
-    that a CPU run over a large train split does not spend most of its time scoring D_r. The
-    method itself always gets all of D_r."""
-    n = spec.data.retain_eval
-    if not n or rows.numel() <= n:
-        return rows
+def _retain_eval_sample(spec: RunSpec, n: int) -> torch.Tensor | None:
+    """Which of D_r's ``n`` rows are scored: ``None`` for all, or with
+    ``DataSpec.retain_eval = N`` a fixed sample of N positions (seeded by ``split_seed``, in
+    index order), so that a CPU run over a large train split does not spend most of its time
+    scoring D_r. The method itself always gets all of D_r."""
+    keep = spec.data.retain_eval
+    if not keep or n <= keep:
+        return None
     g = torch.Generator().manual_seed(spec.data.split_seed)
-    return rows.index_select(0, torch.randperm(rows.numel(), generator=g)[:n].sort().values)
+    return torch.randperm(n, generator=g)[:keep].sort().values
+
+
+def _retain_eval_rows(spec: RunSpec, rows: torch.Tensor) -> torch.Tensor:
+    """The train positions of D_r that are scored (:func:`_retain_eval_sample`)."""
+    sample = _retain_eval_sample(spec, rows.numel())
+    return rows if sample is None else rows.index_select(0, sample)
 
 
 def _for_eval(spec: RunSpec, views: dict[str, View]) -> dict[str, View]:
-    """``views`` as scored: D_r reduced as :func:`_retain_eval_rows` says (the same rows)."""
-    if not spec.data.retain_eval or "retain" not in views:
-        return views
-    return {**views, "retain": views["retain"].sample(spec.data.retain_eval, spec.data.split_seed)}
+    """``views`` as scored: D_r reduced to the rows :func:`_retain_eval_sample` picks."""
+    sample = _retain_eval_sample(spec, len(views["retain"])) if "retain" in views else None
+    return views if sample is None else {**views, "retain": views["retain"].subset(sample)}
 
 
 def _eval_context(
