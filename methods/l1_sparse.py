@@ -9,6 +9,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from bench.method import hparam, register_method
+from bench.study import IntRange, LogUniform
 
 
 @dataclass(frozen=True)
@@ -58,9 +59,19 @@ def add_l1_grad(model: nn.Module, weight: float) -> None:
         torch._foreach_add_([p.grad for p in params], torch._foreach_sign(params), alpha=weight)
 
 
+#: the search space of ``python -m bench.tune`` (trial 0 is always the defaults): the penalty
+#: weight (the reference's commands span 1e-4 .. 0.2), learning rate and epochs
+SEARCH = {
+    "gamma": LogUniform(1e-5, 0.3),
+    "lr": LogUniform(1e-4, 1e-1),
+    "epochs": IntRange(1, 10),
+}
+
+
 @register_method(
     "l1_sparse",
     hparams=L1SparseHP,
+    search=SEARCH,
     needs=("forget", "retain"),
     citation=(
         "Jia, Liu, Ram, Yao, Liu, Liu, Sharma, Liu, 'Model Sparsity Can Simplify Machine "

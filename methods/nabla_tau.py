@@ -14,6 +14,7 @@ from bench import runtime
 from bench.data import View
 from bench.errors import BenchError
 from bench.method import hparam, register_method
+from bench.study import LogUniform
 
 BN_MODES = ("eval", "train")
 REFERENCE = "https://github.com/dnl-trpp/Nabla-Tau/tree/1012093bbaf445e683d4dc40794ef0a611fb91bf"
@@ -177,9 +178,20 @@ def unlearning_loop(
     return model
 
 
+#: the search space of ``python -m bench.tune`` (trial 0 is always the defaults): learning rate,
+#: the ascent weight per forgotten fraction (alpha0 = alpha_per_split * split) and the compute
+#: that sets the number of forget-epochs
+SEARCH = {
+    "lr": LogUniform(1e-5, 1e-2),
+    "alpha_per_split": LogUniform(0.1, 10.0),
+    "compute_epochs": LogUniform(1.0, 12.0),
+}
+
+
 @register_method(
     "nabla_tau",
     hparams=NablaTauHP,
+    search=SEARCH,
     needs=("forget", "retain", "val"),
     citation="Trippa, Campagnano, Bucarelli, Tolomei, Silvestri: Nabla-tau: Gradient-based and "
     "Task-Agnostic machine Unlearning, arXiv 2403.14339 (2024)",

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from bench.l2ul import L2ULFields, unlearn
 from bench.method import register_method
+from bench.study import IntRange, LogUniform
 
 
 @dataclass(frozen=True)
@@ -16,9 +17,15 @@ class NegGradHP(L2ULFields):
     +CE towards a fixed y* != y instead and stops when all of D_f is predicted as y*."""
 
 
+#: the search space of ``python -m bench.tune`` (trial 0 is always the defaults): the learning
+#: rate and the epoch cap (the stop rule ends a run once D_f is forgotten)
+SEARCH = {"lr": LogUniform(1e-5, 1e-1), "max_epochs": IntRange(1, 1000, log=True)}
+
+
 @register_method(
     "neggrad",
     hparams=NegGradHP,
+    search=SEARCH,
     needs=("forget",),
     citation="Cha et al., AAAI 2024 (L2UL), baseline case 1",
 )

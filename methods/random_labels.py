@@ -9,6 +9,7 @@ from torch.nn import functional as F
 
 from bench.l2ul import forget_batches, objective_check, relabel_targets, report_success
 from bench.method import register_method
+from bench.study import IntRange, LogUniform
 from bench.unlearning import cycle, other_labels, run_until_forgotten, sgd
 
 
@@ -34,9 +35,14 @@ def _needs(hp: RandomLabelsHP) -> tuple[str, ...]:
     return ("forget", "retain") if hp.use_retain else ("forget",)
 
 
+#: the search space of ``python -m bench.tune`` (trial 0 is always the defaults)
+SEARCH = {"lr": LogUniform(1e-5, 1e-1), "max_epochs": IntRange(1, 1000, log=True)}
+
+
 @register_method(
     "random_labels",
     hparams=RandomLabelsHP,
+    search=SEARCH,
     needs=_needs,
     citation="Golatkar et al. CVPR 2020; Fan et al. ICLR 2024 (RL)",
 )

@@ -10,6 +10,7 @@ from torch.nn import functional as F
 
 from bench import runtime
 from bench.method import hparam, register_method
+from bench.study import IntRange, LogUniform, Uniform
 
 #: ``SalUnHP.mask_mode`` values
 MASK_MODES = ("hard", "reference_2024")
@@ -68,9 +69,19 @@ def saliency_mask(model: nn.Module, forget, hp: SalUnHP) -> dict[str, Tensor]:
     return masks
 
 
+#: the search space of ``python -m bench.tune`` (trial 0 is always the defaults): mask ratio,
+#: learning rate and epochs (the reference's README sweeps the first two)
+SEARCH = {
+    "mask_ratio": Uniform(0.1, 0.9),
+    "lr": LogUniform(1e-4, 1e-1),
+    "epochs": IntRange(1, 10),
+}
+
+
 @register_method(
     "salun",
     hparams=SalUnHP,
+    search=SEARCH,
     needs=("forget", "retain"),
     citation=(
         "Fan, Liu, Zhang, Wong, Wei, Liu, 'SalUn: Empowering Machine Unlearning via Gradient-"

@@ -10,6 +10,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from bench.method import hparam, register_method
+from bench.study import IntRange, LogUniform
 
 
 @dataclass(frozen=True)
@@ -103,9 +104,20 @@ def run_scrub(student: nn.Module, teacher: nn.Module, data, hp: ScrubHP, ctx) ->
     return student
 
 
+#: the search space of ``python -m bench.tune`` (trial 0 is always the defaults): learning rate,
+#: epochs, max (forget) epochs and the weight of the distillation term
+SEARCH = {
+    "lr": LogUniform(1e-5, 1e-1),
+    "epochs": IntRange(1, 10),
+    "max_epochs": IntRange(0, 6),
+    "alpha": LogUniform(0.05, 5.0),
+}
+
+
 @register_method(
     "scrub",
     hparams=ScrubHP,
+    search=SEARCH,
     needs=("forget", "retain"),
     citation=(
         "Kurmanji, Triantafillou, Hayes, Triantafillou, 'Towards Unbounded Machine Unlearning', "
