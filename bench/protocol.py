@@ -328,6 +328,7 @@ def run(spec: RunSpec, env: Env, supplied: Supplied | None = None) -> list[dict[
         "forget": (supplied and supplied.forget_label) or spec.forget.label,
         "k": int(forget_all[0].numel()),
         "scenario": spec.scenario,
+        **({"tuned": spec.tuned} if spec.tuned else {}),  # the study (bench.tune) that chose hp
     }
     rows: list[dict[str, Any]] = []
 

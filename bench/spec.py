@@ -182,6 +182,10 @@ class RunSpec:
     normalize: tuple[tuple[float, ...], tuple[float, ...]] | None = field(
         default=None, metadata={LATER: True}
     )
+    # the hyperparameters were selected by this study of ``python -m bench.tune`` (its name);
+    # "" = the suite's own (default) hyperparameters. A tuned run with the defaults' values is
+    # another run: the default and tuned rows of a method stay apart in every report
+    tuned: str = field(default="", metadata={LATER: True})
 
     @property
     def dataset(self) -> str:
@@ -237,7 +241,12 @@ class RunSpec:
 
 
 #: fields added to RunSpec after records existed, with their defaults (see ``run_id``)
-_LATER_FIELDS: dict[str, Any] = {"pool_size": 0, "checkpoint": "", "normalize": None}
+_LATER_FIELDS: dict[str, Any] = {
+    "pool_size": 0,
+    "checkpoint": "",
+    "normalize": None,
+    "tuned": "",
+}
 
 
 def _pair(v):

@@ -536,6 +536,25 @@ register_suite(
     )
 )
 
+# Equal-budget tuning (python -m bench.tune --suite tune-digits, 20 trials per method and forget
+# set): six methods at their paper defaults and tuned, beside retraining (the reference of the
+# gaps); a 10 % validation split held out of train is the selection data of the search.
+TUNE_METHODS = ("neggrad", "random_labels", "scrub", "salun", "l1_sparse", "nabla_tau")
+register_suite(
+    Grid(
+        name="tune-digits",
+        description="paper defaults vs equal-budget tuned hyperparameters (python -m bench.tune, "
+        "20 trials each) for neggrad, random_labels, scrub, salun, l1_sparse, nabla_tau, with "
+        "retrain, on the embedded digits, k=32 and class 0, 2 seeds (CPU)",
+        data=DataSpec("digits", val_fraction=0.1),
+        recipe=Recipe(epochs=10, batch_size=64, lr=0.02, weight_decay=5e-4),
+        methods=(*TUNE_METHODS, "retrain"),
+        forgets=(ForgetSpec("instance", k=32), ForgetSpec("class", classes=(0,))),
+        seeds=(0, 1),
+        metrics=CHEAP_METRICS,
+    )
+)
+
 
 @dataclass(frozen=True)
 class Composite:

@@ -1,0 +1,379 @@
+"""Command line: ``python -m bench.tune --suite tune-digits [--trials N | --budget SECONDS]``.
+
+Equal-budget hyperparameter tuning of a suite's methods (``bench.tuning``, on Optuna through
+``bench.study``), in three stages, each skipping what is already done under OUT:
+
+1. the suite's ordinary runs (paper-default hyperparameters: the *default* rows);
+2. one study per (method, forget set) with a search space: trials on the validation split and
+   a validation forget set, never the test set, until the budget is spent (the same budget for
+   every method, stated in the output); journals under ``OUT/tune/``, so that a killed run or
+   more workers (``--workers``, SLURM array tasks) continue the same studies;
+3. the best hyperparameters of each study on the suite's evaluation seeds (which the search
+   never used): ordinary records marked ``tuned`` with the study's name.
+
+A rerun of the same command adds no trial and no run. ``--executor slurm`` submits the search
+as an array of workers; run the same command again once they are done to launch stage 3.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from bench.errors import BenchError
+from bench.run import add_location_args, parse_seeds
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m bench.tune",
+        description="Tune every method of a suite with the same budget (Optuna), selecting on "
+        "validation data only, then run the selected hyperparameters on the evaluation seeds.",
+    )
+    p.add_argument("--suite", default="tune-digits", help="suite name (default tune-digits)")
+    p.add_argument("--method", action="append", help="method name or wildcard (default: suite's)")
+    p.add_argument("--forget", help="forget sets, comma-separated (default: the suite's)")
+    p.add_argument("--seeds", help="evaluation seeds: 0,1 or 0-4 (default: the suite's)")
+    b = p.add_argument_group("budget (the same for every method)")
+    b.add_argument("--trials", type=int, help="trials per study (default 20 without --budget)")
+    b.add_argument(
+        "--budget",
+        type=float,
+        metavar="SECONDS",
+        help="measured device-seconds of unlearning per study (the trials' own timing); no "
+        "trial starts once it is spent",
+    )
+    p.add_argument(
+        "--objective",
+        default="val-gap",
+        help="val-gap (default: mean |acc - retrain acc| on the validation forget set, retained "
+        "rows and validation split) or deepunlearn (DeepUnlearn's, with its MIA term)",
+    )
+    p.add_argument(
+        "--search-seeds",
+        type=int,
+        default=1,
+        help="validation forget sets per trial (default 1), drawn with seeds no evaluation "
+        "uses; the trial's value is their mean",
+    )
+    p.add_argument(
+        "--pruner",
+        default="none",
+        choices=["none", "median"],
+        help="stop hopeless trials after a search seed (median of earlier trials; default none)",
+    )
+    p.add_argument("--out", help="output root (default results/<suite>)")
+    add_location_args(p)
+    p.add_argument("--executor", default="local", choices=["local", "debug", "slurm"])
+    p.add_argument("--workers", type=int, help="search workers (default: one per CPU core)")
+    p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
+    p.add_argument("--search-only", action="store_true", help="stop after the search")
+    p.add_argument("--no-report", action="store_true", help="do not build OUT/report")
+    s = p.add_argument_group("SLURM (--executor slurm)")
+    s.add_argument("--partition")
+    s.add_argument("--gpus-per-job", type=int)
+    s.add_argument("--cpus-per-job", type=int, default=4)
+    s.add_argument("--mem")
+    s.add_argument("--time", type=int, default=240, help="minutes per job (default 240)")
+    s.add_argument("--array-parallelism", type=int, default=64)
+    s.add_argument("--runs-per-job", type=int, default=1)
+    s.add_argument("--slurm-extra", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("-v", "--verbose", action="store_true")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return _tune(args)
+    except BenchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: finished trials and runs are kept; rerun to resume", file=sys.stderr)
+        return 130
+
+
+def budget_of(args):
+    from bench.study import Budget
+
+    trials = args.trials if args.trials is not None or args.budget is not None else 20
+    return Budget(trials=trials, seconds=args.budget)
+
+
+def _specs(args):
+    from bench.spec import ForgetSpec
+    from bench.suites import SUITES
+
+    methods = None
+    if args.method:
+        methods = [m.strip() for item in args.method for m in item.split(",") if m.strip()]
+        if "retrain" in SUITES.get(args.suite).methods and "retrain" not in methods:
+            methods.append("retrain")  # the reference of the gaps in the default-vs-tuned table
+    forgets = [ForgetSpec.parse(f) for f in args.forget.split(",")] if args.forget else None
+    seeds = parse_seeds(args.seeds) if args.seeds else None
+    return SUITES.get(args.suite).expand(methods=methods, forgets=forgets, seeds=seeds)
+
+
+def setups_of(specs, objective: str, n_search: int):
+    """One :class:`bench.tuning.SearchSetup` per (method, forget) that declares a search
+    space, and the names of the methods that declare none."""
+    from bench.tuning import SearchSetup, search_seeds, search_space
+
+    groups: dict[tuple, list] = {}
+    for s in specs:
+        groups.setdefault((s.method, s.forget), []).append(s)
+    setups, untuned = [], []
+    for (method, _), group in groups.items():
+        if not search_space(method):
+            untuned.append(method)
+            continue
+        group.sort(key=lambda s: s.seed)
+        seeds = tuple(s.seed for s in group)
+        setups.append(SearchSetup(group[0], seeds, search_seeds(n_search), objective))
+    return setups, sorted(set(untuned))
+
+
+def search_worker(setups, env, budget, pruner: str, index: int = 0, threads: int = 0) -> list:
+    """Run every study's trials until its budget is spent (studies shared with other workers
+    through their journals; worker ``index`` starts at its own study)."""
+    import torch
+
+    from bench.study import optimize
+    from bench.tuning import TUNE_DIR, search_space, study_name, trial
+
+    if threads:
+        torch.set_num_threads(threads)
+    root = Path(env.out) / TUNE_DIR
+    order = setups[index % max(1, len(setups)) :] + setups[: index % max(1, len(setups))]
+    outcomes = []
+    for setup in order:
+        name = study_name(setup.spec, setup.objective)
+        space = search_space(setup.spec.method)
+        defaults = {k: setup.spec.hparams_dict[k] for k in space}
+
+        def evaluate(params, report, setup=setup):
+            return trial(setup, params, env, report)
+
+        outcomes.append(
+            optimize(
+                root,
+                name,
+                space,
+                evaluate,
+                budget,
+                defaults,
+                pruner=pruner,
+                log=lambda msg: logging.getLogger("bench.tune").info(msg),
+            )  # fmt: skip
+        )
+    return outcomes
+
+
+def _local_worker(setups, env, budget, pruner: str, index: int, threads: int, parent: int):
+    """A local search worker process: dies with its launcher (``bench.lifeline``), whose
+    trial then counts as stale and is redone by the next run."""
+    from bench.lifeline import die_with_parent
+
+    die_with_parent(parent)
+    search_worker(setups, env, budget, pruner, index, threads)
+
+
+def _search_local(setups, env, budget, pruner: str, workers: int) -> None:
+    import multiprocessing as mp
+
+    if workers <= 1:
+        search_worker(setups, env, budget, pruner)
+        return
+    ctx = mp.get_context("spawn")
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    procs = [
+        ctx.Process(
+            target=_local_worker, args=(setups, env, budget, pruner, i, threads, os.getpid())
+        )
+        for i in range(workers)
+    ]
+    for proc in procs:
+        proc.start()
+    try:
+        for proc in procs:
+            proc.join()
+    except BaseException:
+        for proc in procs:
+            proc.terminate()
+        raise
+    bad = [proc.exitcode for proc in procs if proc.exitcode]
+    if bad:
+        raise BenchError(f"{len(bad)} search worker(s) failed (exit {bad}); rerun to resume")
+
+
+def _search_slurm(args, setups, env, budget) -> list[str]:
+    import submitit
+
+    from bench.cluster import SlurmOptions, parse_extra
+
+    opts = SlurmOptions(
+        partition=args.partition,
+        gpus_per_job=args.gpus_per_job,
+        cpus_per_job=args.cpus_per_job,
+        mem=args.mem,
+        time=args.time,
+        array_parallelism=args.array_parallelism,
+        runs_per_job=1,
+        extra=parse_extra(args.slurm_extra),
+    )
+    ex = submitit.SlurmExecutor(folder=Path(env.out) / "slurm" / "tune" / "%j", max_num_timeout=10)
+    ex.update_parameters(**opts.parameters([s.spec for s in setups]))
+    workers = args.workers or 4
+    with ex.batch():
+        jobs = [
+            ex.submit(search_worker, setups, env, budget, args.pruner, i) for i in range(workers)
+        ]
+    return [j.job_id for j in jobs]
+
+
+def study_summary(setup, budget, root: Path) -> dict:
+    """What a finished study spent and chose, for ``OUT/tune/<study>.json`` and the report."""
+    from optuna.trial import TrialState
+
+    from bench.study import DEFAULT, load_study, summarize
+    from bench.tuning import study_name
+
+    name = study_name(setup.spec, setup.objective)
+    study = load_study(root, name)
+    outcome = summarize(study)
+    trials = study.get_trials(deepcopy=False)
+    default = next(
+        (t for t in trials if t.user_attrs.get(DEFAULT) and t.state == TrialState.COMPLETE), None
+    )
+    return {
+        "study": name,
+        "suite": setup.spec.suite,
+        "method": setup.spec.method,
+        "forget": setup.spec.forget.label,
+        "objective": setup.objective,
+        "budget": {"trials": budget.trials, "seconds": budget.seconds},
+        "trials": outcome.trials,
+        "seconds": outcome.seconds,
+        "complete": sum(t.state == TrialState.COMPLETE for t in trials),
+        "pruned": sum(t.state == TrialState.PRUNED for t in trials),
+        "failed": sum(t.state == TrialState.FAIL and not t.user_attrs.get("stale") for t in trials),
+        "best_value": outcome.best_value,
+        "best_params": outcome.best_params,
+        "default_value": None if default is None else float(default.value),
+        "default_params": None if default is None else dict(default.params),
+        "search_seeds": list(setup.search_seeds),
+        "eval_seeds": list(setup.eval_seeds),
+    }
+
+
+def _tune(args) -> int:
+    import torch
+
+    from bench.data import data_root
+    from bench.executors import default_workers, run_specs
+    from bench.protocol import Env, default_device
+    from bench.records import atomic_write_text
+    from bench.run import check_writable_dir, validate
+    from bench.study import PRUNERS
+    from bench.tuning import OBJECTIVES, TUNE_DIR, tuned_spec
+
+    budget = budget_of(args)
+    if args.objective not in OBJECTIVES:
+        raise BenchError(f"unknown --objective {args.objective!r}: use {', '.join(OBJECTIVES)}")
+    if args.pruner not in PRUNERS:
+        raise BenchError(f"unknown --pruner {args.pruner!r}")
+    if args.workers is not None and args.workers < 1:
+        raise BenchError(f"--workers must be >= 1 (got {args.workers})")
+    device = torch.device(args.device) if args.device else default_device()
+    out = Path(args.out) if args.out else Path("results") / args.suite
+    env = Env(
+        out=out,
+        cache=args.cache_dir,
+        data_root=data_root(args.data_root),
+        download=args.download,
+        device=device,
+        precision=args.precision,
+    )
+    specs = _specs(args)
+    if not specs:
+        raise BenchError("the selection matches no run")
+    check_writable_dir(out, "--out")
+    setups, untuned = setups_of(specs, args.objective, args.search_seeds)
+    validate(specs, env)
+    workers = args.workers or default_workers(env.device)
+    executor = "local" if args.executor == "slurm" else args.executor
+    print(
+        f"tuning {len(setups)} studies of suite {args.suite!r} with {budget.label} each "
+        f"(objective {args.objective}, {args.search_seeds} search seed(s), pruner "
+        f"{args.pruner}) -> {out / TUNE_DIR}"
+        + (f"; no search space (defaults only): {', '.join(untuned)}" if untuned else ""),
+        file=sys.stderr,
+    )
+    if args.executor == "slurm":
+        jobs = _search_slurm(args, setups, env, budget)
+        print(f"submitted {len(jobs)} search workers: {', '.join(jobs)}; rerun this command "
+              "once they are done to run the tuned evaluations")  # fmt: skip
+        return 0
+    if not args.search_only:
+        run_specs(specs, env, executor, workers)  # the default rows (and shared pretraining)
+    _search_local(setups, env, budget, args.pruner, workers if executor == "local" else 1)
+    root = out / TUNE_DIR
+    summaries = [study_summary(s, budget, root) for s in setups]
+    for summary in summaries:
+        atomic_write_text(root / f"{summary['study']}.json", json.dumps(summary, indent=1))
+    print(budget_table(summaries))
+    if args.search_only:
+        return 0
+    tuned = []
+    for setup, summary in zip(setups, summaries):
+        if summary["best_value"] is None:
+            print(f"warning: study {summary['study']} has no completed trial", file=sys.stderr)
+            continue
+        for s in specs:
+            if (s.method, s.forget) == (setup.spec.method, setup.spec.forget):
+                tuned.append(tuned_spec(s, summary["best_params"], summary["study"]))
+    results = run_specs(tuned, env, executor, workers)
+    failed = sum(v == "failed" for v in results.values())
+    print(f"tuned runs: {len(tuned)} ({failed} failed); records in {out / 'records'}",
+          file=sys.stderr)  # fmt: skip
+    if not args.no_report:
+        from bench.run import _build_report
+
+        _build_report(out)
+    from reports.tuning import tuning_markdown
+
+    text = tuning_markdown(out)
+    if text:
+        print(text)
+    return 0
+
+
+def budget_table(summaries: list[dict]) -> str:
+    """One line per study: budget spent, default and best objective values, best params."""
+    lines = ["study | trials | device-s | default | best | best hyperparameters", "-" * 60]
+    for s in summaries:
+        best = "-" if s["best_value"] is None else f"{s['best_value']:.3g}"
+        default = "-" if s["default_value"] is None else f"{s['default_value']:.3g}"
+        params = ", ".join(f"{k}={_short(v)}" for k, v in sorted(s["best_params"].items()))
+        lines.append(
+            f"{s['study']} | {s['trials']} | {s['seconds']:.1f} | {default} | {best} | {params}"
+        )
+    return "\n".join(lines)
+
+
+def _short(v) -> str:
+    return f"{v:.3g}" if isinstance(v, float) else str(v)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
