@@ -10,6 +10,8 @@ import pandas as pd
 from bench.records import iter_record_files
 
 KEYS = ["suite", "dataset", "arch", "method", "forget", "scenario"]
+#: label suffix of the method of a tuned run (``bench.tune``: rows with a ``tuned`` study)
+TUNED_SUFFIX = " (tuned)"
 
 
 def load(
@@ -42,6 +44,9 @@ def load(
             "seed": spec.get("seed"),
         }
     metrics = pd.DataFrame(metric_rows)
+    if "tuned" in metrics.columns:  # tuned runs: their own rows in every table, beside defaults
+        tuned = metrics["tuned"].fillna("").astype(str) != ""
+        metrics.loc[tuned, "method"] = metrics.loc[tuned, "method"] + TUNED_SUFFIX
     return metrics, pd.DataFrame(list(runs.values()))
 
 

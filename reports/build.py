@@ -77,6 +77,13 @@ def build(results_dir: Path | str, out: Path | str | None = None) -> list[Path]:
             written.append(page)
             pages.append(("Reproduction", page))
 
+    try:  # default vs tuned (python -m bench.tune): its own page and figure
+        from reports.tuning import write_tuning
+
+        written += write_tuning(results_dir, out, metrics)
+    except Exception as e:  # noqa: BLE001 - the rest of the report still renders
+        print(f"warning: tuning page failed: {type(e).__name__}: {e}", file=sys.stderr)
+
     figs = figures.all_figures(metrics, results_dir, out / "figures")
     for _, paths in figs:
         written += paths

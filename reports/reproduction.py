@@ -236,6 +236,8 @@ def reproduction_markdown(
 ) -> str | None:
     """The page, or ``None`` when no published table has runs in the records."""
     protocols = load_protocols() if protocols is None else protocols
+    if "tuned" in metrics.columns:  # tuned numbers never enter the reproduction tables
+        metrics = metrics[metrics["tuned"].fillna("").astype(str) == ""]
     facts = run_facts(meta)
     sections = []
     for name, protocol in protocols.items():
