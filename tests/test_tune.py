@@ -81,6 +81,23 @@ def test_failing_trials_spend_budget(tmp_path):
     assert all(t.user_attrs.get("error") for t in load_study(tmp_path, "bad").trials)
 
 
+def test_median_pruner_is_an_option_off_by_default(tmp_path):
+    import optuna
+
+    def stepped(params, report):
+        for step in range(3):
+            if report(params["x"] * (step + 1), step):
+                raise optuna.TrialPruned()
+        return params["x"], 0.0, {}
+
+    space = {"x": Uniform(0.0, 1.0)}
+    off = optimize(tmp_path, "off", space, stepped, Budget(trials=15), {"x": 0.5})
+    on = optimize(tmp_path, "on", space, stepped, Budget(trials=15), {"x": 0.5}, pruner="median")
+    states = [t.state.name for t in load_study(tmp_path, "on").trials]
+    assert "PRUNED" not in [t.state.name for t in load_study(tmp_path, "off").trials]
+    assert "PRUNED" in states and off.trials == on.trials == 15
+
+
 _WORKER = """
 import sys, time
 from pathlib import Path
@@ -191,6 +208,10 @@ def test_search_never_reads_the_test_split(tmp_path, monkeypatch):
     value, seconds, details = tuning.trial(setup, {"lr": 0.01, "max_epochs": 5}, env)
     assert value >= 0 and seconds > 0 and set(details) >= {"forget_gap", "val_gap"}
     assert seen and all(not isinstance(s, tuning.TestWithheld) for s in seen)
+    du = dataclasses.replace(setup, objective="deepunlearn")
+    value_du, _, details_du = tuning.trial(du, {"lr": 0.01, "max_epochs": 5}, env)
+    assert 0 <= details_du["discernibility"] <= 100
+    assert value_du == pytest.approx(value + details_du["discernibility"], abs=1e-6)
     test = carved_seen[0].bundle.test
     with pytest.raises(PermissionError, match="test split was read during a hyperparameter"):
         test.targets  # noqa: B018
