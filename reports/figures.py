@@ -11,7 +11,9 @@ a report over any suite renders whatever that suite recorded:
 * :func:`runtime_figure` unlearning seconds per method (log scale) and RTE vs retrain;
 * :func:`continual_figure` accuracy over continual unlearning requests.
 
-Rendering only: numbers come from :mod:`reports.aggregate`.
+Rendering only: numbers come from :mod:`reports.aggregate`. Each method has one colour and
+marker in every figure, and a panel that would hold more than eight methods is split into one
+column per family (:mod:`reports.style`).
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from reports import style
 
 #: the after-unlearning splits plotted, with their paper names
 SPLIT_NAMES = {"forget": "D_f", "retain": "D_r", "test": "test", "forget_request": "D_f (request)"}
@@ -265,9 +269,76 @@ def cka_figure(metrics: pd.DataFrame, out_dir: Path | str):
 # trade-off, runtime, continual
 
 
+def _grid(rows: list, groups: list[tuple[str | None, list]], panel=(3.8, 3.1)):
+    """Axes for ``rows`` (forget settings, splits, ...) x facet ``groups`` (see
+    :func:`reports.style.facets`): faceted, one row per row value and one column per family;
+    unfaceted, the row values side by side in one row. Returns ``(fig, cells)`` with
+    ``cells[(row_index, group_index)] = ax``; top panels are titled by family, and the row
+    value is the title (unfaceted) or heads the row's first y label (faceted)."""
+    plt = _plt()
+    faceted = len(groups) > 1
+    nr, nc = (len(rows), len(groups)) if faceted else (1, len(rows))
+    size = (panel[0] * nc + 2.2, panel[1] * nr + 0.6)
+    fig, axes = plt.subplots(nr, nc, figsize=size, squeeze=False, sharex=True, sharey=True)
+    cells = {}
+    for i, row in enumerate(rows):
+        for j, (title, _) in enumerate(groups):
+            ax = axes[i][j] if faceted else axes[0][i]
+            cells[(i, j)] = ax
+            if not faceted and row is not None:
+                ax.set_title(str(row), fontsize=10)
+            elif i == 0:
+                ax.set_title(title, fontsize=10, fontweight="bold")
+    return fig, cells
+
+
+def _grid_labels(cells: dict, rows: list, faceted: bool, xlabel: str, ylabel: str) -> None:
+    """Axis labels on the outer panels only; faceted, each row's y label names its row."""
+    nr = max(i for i, _ in cells) + 1
+    for (i, j), ax in cells.items():
+        ax.grid(alpha=0.3)
+        if not faceted or i == nr - 1:
+            ax.set_xlabel(xlabel)
+        if j == 0 and (faceted or i == 0):
+            head = f"{rows[i]}\n" if faceted and len(rows) > 1 and rows[i] is not None else ""
+            ax.set_ylabel(head + ylabel)
+
+
+def _grid_legends(cells: dict, groups: list, items_of, **line_kw) -> None:
+    """Unfaceted: one legend right of the last panel, family headings. Faceted: one legend
+    under each family's column (below its x label)."""
+    if len(groups) == 1:
+        ax = cells[max(cells)]
+        style.legend(ax, items_of(groups[0][1]), loc="center left", bbox_to_anchor=(1.02, 0.5),
+                     line_kw=line_kw)  # fmt: skip
+        return
+    from matplotlib.transforms import ScaledTranslation
+
+    nr = max(i for i, _ in cells) + 1
+    for j, (_, members) in enumerate(groups):
+        items, ax = items_of(members), cells[(nr - 1, j)]
+        below = ax.transAxes + ScaledTranslation(0, -0.6, ax.figure.dpi_scale_trans)  # inches
+        style.legend(ax, items, headings=False, loc="upper center", bbox_to_anchor=(0.5, 0),
+                     bbox_transform=below, ncol=2 if len(items) > 3 else 1,
+                     line_kw=line_kw)  # fmt: skip
+
+
+def _method_facets(methods: list[str], reference: bool) -> list[tuple[str | None, list]]:
+    """Facets of ``methods``; with ``reference`` (retrain drawn in every panel) a facet that
+    would hold only the reference is dropped."""
+    groups = style.facets(methods)
+    if reference and len(groups) > 1:
+        kept = [g for g in groups if set(g[1]) - {style.REFERENCE}]
+        groups = kept or groups
+    return groups
+
+
 def tradeoff_figure(metrics: pd.DataFrame, out_dir: Path | str):
-    """Scatter of D_f accuracy (x) vs test accuracy (y) after unlearning, one point per
-    method x forget set, error bars = std over seeds; the retrain point is the target."""
+    """Scatter of D_f accuracy (x) vs test accuracy (y) after unlearning, one point per method
+    (mean over seeds, error bars = std), one panel per forget setting; methods keep their
+    :mod:`reports.style` colour and marker. Over :data:`reports.style.MAX_LINES` methods, one
+    column of panels per family, each with the retrain target and, in grey, the other
+    families' points for context."""
     if metrics.empty:
         return []
     fin = _final(metrics)
@@ -285,42 +356,46 @@ def tradeoff_figure(metrics: pd.DataFrame, out_dir: Path | str):
     if wide.empty:
         return []
     st = wide.groupby(keys).agg(["mean", "std"]).reset_index()
-    plt = _plt()
+    st.columns = [a if not b else f"{a}_{b}" for a, b in st.columns]
     vary = _varying(wide.reset_index(), ["dataset", "arch", "scenario"])
-    methods = list(dict.fromkeys(st["method"]))
+    methods = style.order(st["method"])
     forgets = list(dict.fromkeys(st["forget"])) if "forget" in st else [None]
-    cmap = plt.get_cmap("tab20" if len(methods) > 10 else "tab10")
-    markers = "osD^vP*Xhp<>"
-    fig, ax = plt.subplots(figsize=(7.5, 5.5))
-    for _, r in st.iterrows():
-        mi, fi = methods.index(r[("method", "")]), forgets.index(r[("forget", "")])
-        ax.errorbar(
-            r[("D_f", "mean")], r[("test", "mean")],
-            xerr=np.nan_to_num(r[("D_f", "std")]), yerr=np.nan_to_num(r[("test", "std")]),
-            fmt=markers[fi % len(markers)], color=cmap(mi % cmap.N), ms=7, capsize=3,
-            mec="black" if r[("method", "")] == "retrain" else None,
-        )  # fmt: skip
-    from matplotlib.lines import Line2D
-
-    handles = [Line2D([], [], color=cmap(i % cmap.N), marker="o", ls="", label=m)
-               for i, m in enumerate(methods)]  # fmt: skip
-    if len(forgets) > 1:
-        handles += [Line2D([], [], color="grey", marker=markers[i % len(markers)], ls="",
-                           label=str(f)) for i, f in enumerate(forgets)]  # fmt: skip
-    ax.legend(handles=handles, fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
-    ax.set_xlabel("D_f accuracy after unlearning (%)  (lower = more forgotten)")
-    ax.set_ylabel("test accuracy after unlearning (%)")
-    title = "forgetting vs utility"
+    groups = _method_facets(methods, reference=True)
+    faceted = len(groups) > 1
+    fig, cells = _grid(forgets, groups)
+    for (i, j), ax in cells.items():
+        sub = st if forgets == [None] else st[st["forget"] == forgets[i]]
+        members = set(groups[j][1]) | {style.REFERENCE}
+        for _, r in sub.iterrows():
+            m, x, y = r["method"], r["D_f_mean"], r["test_mean"]
+            if m not in members:  # another family's point: grey context, behind
+                ax.plot(x, y, "o", color="#d0d0d0", ms=4, zorder=1)
+                continue
+            s = style.style(m)
+            bars = ax.errorbar(
+                x, y, xerr=np.nan_to_num(r["D_f_std"]), yerr=np.nan_to_num(r["test_std"]),
+                ls="", ms=11 if m == style.REFERENCE else 7, capsize=2, elinewidth=0.8,
+                ecolor=s.colour, zorder=4 if m == style.REFERENCE else 3, **s.kw(),
+            )  # fmt: skip
+            bars[0].set_gid(m)  # the method of each point, for tests and SVG readers
+    _grid_labels(cells, forgets, faceted, "D_f accuracy (%, lower = forgotten)",
+                 "test accuracy (%)")  # fmt: skip
+    _grid_legends(cells, groups, lambda ms: ms if style.REFERENCE in ms or not faceted
+                  else [style.REFERENCE] + ms)  # fmt: skip
+    title = "forgetting vs utility after unlearning"
     if vary:
         title += " (" + ", ".join(vary) + " pooled)"
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
+    if faceted:
+        title += "; one column per family, retrain in every panel, other families in grey"
+    fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
     return _save(fig, Path(out_dir), "tradeoff")
 
 
 def runtime_figure(metrics: pd.DataFrame, out_dir: Path | str):
     """Bars of unlearning wall seconds per method (mean ± std over runs, log scale) and, when
-    ``retrain`` runs exist, a second panel with RTE = T_retrain / T_method (log scale)."""
+    ``retrain`` runs exist, a second panel with RTE = T_retrain / T_method (log scale); bars
+    in each method's :mod:`reports.style` colour."""
     from reports.aggregate import rte
 
     if metrics.empty:
@@ -331,24 +406,29 @@ def runtime_figure(metrics: pd.DataFrame, out_dir: Path | str):
     plt = _plt()
     secs = r.groupby("method")["seconds"].agg(["mean", "std"]).sort_values("mean")
     has_rte = r["rte"].notna().any()
-    fig, axes = plt.subplots(1, 2 if has_rte else 1, figsize=(12 if has_rte else 7, 0.35 *
+    fig, axes = plt.subplots(1, 2 if has_rte else 1, figsize=(12 if has_rte else 7, 0.3 *
                              len(secs) + 1.8), squeeze=False)  # fmt: skip
+
+    def colours(names):
+        return [style.style(m).colour for m in names]
+
     ax = axes[0][0]
     y = np.arange(len(secs))
-    ax.barh(y, secs["mean"], xerr=secs["std"].fillna(0), color="tab:blue", capsize=3)
+    ax.barh(y, secs["mean"], xerr=secs["std"].fillna(0), color=colours(secs.index),
+            edgecolor="black", linewidth=0.4, capsize=3, ecolor="#777777")  # fmt: skip
     ax.set_yticks(y)
     ax.set_yticklabels(secs.index)
     ax.set_xscale("log")
     ax.set_xlabel("unlearning wall time (s, log)")
     ax.set_title("runtime")
     ax.grid(axis="x", alpha=0.3, which="both")
+    ax.set_axisbelow(True)
     if has_rte:
         ax2 = axes[0][1]
         e = r.dropna(subset=["rte"]).groupby("method")["rte"].mean()
         e = e.reindex([m for m in secs.index if m in e.index])
         y2 = np.arange(len(e))
-        ax2.barh(y2, e.to_numpy(), color=["tab:grey" if m == "retrain" else "tab:green"
-                                          for m in e.index])  # fmt: skip
+        ax2.barh(y2, e.to_numpy(), color=colours(e.index), edgecolor="black", linewidth=0.4)
         ax2.axvline(1.0, color="black", lw=0.8, ls="--")
         ax2.set_yticks(y2)
         ax2.set_yticklabels(e.index)
@@ -356,40 +436,55 @@ def runtime_figure(metrics: pd.DataFrame, out_dir: Path | str):
         ax2.set_xlabel("RTE = T_retrain / T_method (log; > 1 is faster than retraining)")
         ax2.set_title("run-time efficiency")
         ax2.grid(axis="x", alpha=0.3, which="both")
+        ax2.set_axisbelow(True)
     fig.tight_layout()
     return _save(fig, Path(out_dir), "runtime")
 
 
+#: line styles telling apart the runs of one method that differ in another key (forget, ...)
+_DASHES = ["-", "--", ":", "-."]
+
+
 def continual_figure(metrics: pd.DataFrame, out_dir: Path | str):
     """Accuracy after each request of ``scenario == "continual"`` runs, mean over seeds, one
-    line per method, one panel per split (D_f so far, D_r, test, current request)."""
+    line per method (and forget setting, by line style), one panel per split (D_f so far,
+    D_r, test, current request); over :data:`reports.style.MAX_LINES` methods, one column
+    per family and one row per split."""
+    from matplotlib.ticker import MaxNLocator
+
     if metrics.empty or "scenario" not in metrics:
         return []
     c = metrics[(metrics["scenario"] == "continual") & (metrics["metric"] == "accuracy")]
     c = c[c["stage"].isin(["before", "after"]) & c["split"].isin(list(SPLIT_NAMES))]
     if c.empty or c["request"].nunique() < 2:
         return []
-    plt = _plt()
     splits = [s for s in SPLIT_NAMES if s in set(c["split"])]
     vary = _varying(c, ["dataset", "arch", "forget"])
     c = c.assign(label=[_run_label(r, vary) for _, r in c.iterrows()])
-    labels = list(dict.fromkeys(c["label"]))
-    cmap = plt.get_cmap("tab20" if len(labels) > 10 else "tab10")
-    fig, axes = plt.subplots(1, len(splits), figsize=(4.2 * len(splits) + 1.5, 3.8),
-                             squeeze=False)  # fmt: skip
-    for ax, split in zip(axes[0], splits):
-        g = c[c["split"] == split].groupby(["label", "request"])["value"].agg(["mean", "std"])
-        for i, lab in enumerate(labels):
-            if lab not in g.index.get_level_values(0):
+    variants = list(dict.fromkeys(c["label"].str.partition(" | ")[2]))
+    dash = {v: _DASHES[i % len(_DASHES)] for i, v in enumerate(variants)}
+    lines = c.drop_duplicates("label")[["label", "method"]].to_numpy().tolist()
+    groups = style.facets(c["method"])
+    faceted = len(groups) > 1
+    fig, cells = _grid([SPLIT_NAMES[s] for s in splits], groups, panel=(3.8, 2.9))
+    for (i, j), ax in cells.items():
+        g = c[c["split"] == splits[i]].groupby(["label", "request"])["value"]
+        g = g.agg(["mean", "std"])
+        for lab, m in lines:
+            if m not in groups[j][1] or lab not in g.index.get_level_values(0):
                 continue
             s = g.loc[lab]
-            ax.errorbar(s.index, s["mean"], yerr=s["std"].fillna(0), marker="o", ms=4,
-                        capsize=2, color=cmap(i % cmap.N), label=lab)  # fmt: skip
-        ax.set_title(f"{SPLIT_NAMES[split]} accuracy", fontsize=10)
-        ax.set_xlabel("request (0 = before)")
-        ax.set_ylabel("accuracy (%)")
-        ax.grid(alpha=0.3)
-    axes[0][-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+            bars = ax.errorbar(s.index, s["mean"], yerr=s["std"].fillna(0), ms=5, capsize=2,
+                               ls=dash[lab.partition(" | ")[2]], lw=1.2, label=lab,
+                               **style.style(m).kw())  # fmt: skip
+            bars[0].set_gid(m)
+        if not faceted:
+            ax.set_title(f"{SPLIT_NAMES[splits[i]]} accuracy", fontsize=10)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    _grid_labels(cells, [SPLIT_NAMES[s] for s in splits], faceted, "request (0 = before)",
+                 "accuracy (%)")  # fmt: skip
+    _grid_legends(cells, groups, lambda ms: [(m, lab, {"ls": dash[lab.partition(" | ")[2]]})
+                  for lab, m in lines if m in ms], lw=1.2)  # fmt: skip
     fig.tight_layout()
     return _save(fig, Path(out_dir), "continual")
 
@@ -410,9 +505,11 @@ def trace_figure(
     split: str = "forget",
 ):
     """A traced quantity against optimizer steps during unlearning (``stage: "trace"`` rows,
-    see ``bench.progress``): one thin line per run, coloured by method, one panel per forget
-    setting (first request). Steps on a log scale. The default, ``objective_unmet``, is the
-    share of D_f not yet meeting the stop rule (for misclassification, the D_f accuracy)."""
+    see ``bench.progress``): one thin line per run in its method's :mod:`reports.style`
+    colour, with the method's marker every few steps, one panel per forget setting (first
+    request); over :data:`reports.style.MAX_LINES` methods, one column per family and one row
+    per forget setting. Steps on a log scale. The default, ``objective_unmet``, is the share
+    of D_f not yet meeting the stop rule (for misclassification, the D_f accuracy)."""
     if metrics.empty or "step" not in metrics:
         return []
     ylabel, stem = TRACES.get((metric, split), (f"{metric} ({split})", f"traces_{metric}_{split}"))
@@ -422,27 +519,21 @@ def trace_figure(
     t = t[t["request"] == 1]
     if t.empty:
         return []
-    plt = _plt()
-    forgets = list(dict.fromkeys(t["forget"]))
-    methods = list(dict.fromkeys(t["method"]))
-    cmap = plt.get_cmap("tab20" if len(methods) > 10 else "tab10")
-    fig, axes = plt.subplots(1, len(forgets), figsize=(4.2 * len(forgets) + 1.8, 3.8),
-                             squeeze=False)  # fmt: skip
-    for ax, fg in zip(axes[0], forgets):
-        for i, m in enumerate(methods):
-            runs = t[(t["forget"] == fg) & (t["method"] == m)]
-            for j, (_, r) in enumerate(runs.groupby("run_id")):
+    forgets = sorted(set(t["forget"]), key=str)
+    groups = style.facets(t["method"])
+    fig, cells = _grid(forgets, groups)
+    for (i, j), ax in cells.items():
+        for m in groups[j][1]:
+            runs = t[(t["forget"] == forgets[i]) & (t["method"] == m)]
+            for _, r in runs.groupby("run_id"):
                 r = r.sort_values("step")
-                ax.plot(r["step"] + 1, r["value"], color=cmap(i % cmap.N), lw=1, alpha=0.8,
-                        label=m if j == 0 else None)  # fmt: skip
+                ax.plot(r["step"] + 1, r["value"], lw=1, alpha=0.85, ms=4, markevery=0.12,
+                        gid=m, **style.style(m).kw())  # fmt: skip
         if metric == "mia_auc":
             ax.axhline(0.5, color="grey", ls="--", lw=0.8)
         ax.set_xscale("log")
-        ax.set_title(str(fg), fontsize=10)
-        ax.set_xlabel("optimizer steps + 1")
-        ax.set_ylabel(ylabel)
-        ax.grid(alpha=0.3)
-    axes[0][-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    _grid_labels(cells, forgets, len(groups) > 1, "optimizer steps + 1", ylabel)
+    _grid_legends(cells, groups, lambda ms: ms, ls="-", lw=1)
     fig.tight_layout()
     return _save(fig, Path(out_dir), stem)
 
