@@ -528,12 +528,13 @@ def trace_figure(
             for _, r in runs.groupby("run_id"):
                 r = r.sort_values("step")
                 ax.plot(r["step"] + 1, r["value"], lw=1, alpha=0.85, ms=4, markevery=0.12,
-                        gid=m, **style.style(m).kw())  # fmt: skip
+                        gid=m, ls=style.style(m).ls, **style.style(m).kw())  # fmt: skip
         if metric == "mia_auc":
             ax.axhline(0.5, color="grey", ls="--", lw=0.8)
         ax.set_xscale("log")
     _grid_labels(cells, forgets, len(groups) > 1, "optimizer steps + 1", ylabel)
-    _grid_legends(cells, groups, lambda ms: ms, ls="-", lw=1)
+    _grid_legends(cells, groups, lambda ms: [(m, m, {"ls": style.style(m).ls}) for m in ms],
+                  lw=1)  # fmt: skip
     fig.tight_layout()
     return _save(fig, Path(out_dir), stem)
 

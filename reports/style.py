@@ -13,13 +13,17 @@ and marker:
 Within a family markers differ, and no two declared methods share a (colour, marker) pair. A
 method not declared here (a plugin registered by entry point, or one added since) falls into
 ``others`` with a pair hashed from its name (SHA-256, so the same in every process) out of the
-pairs no declared method uses. Figures split a panel into one facet per family when it would
-hold more than :data:`MAX_LINES` methods (:func:`facets`).
+pairs no declared method uses. A labelled variant ``<method> (<variant>)``, such as the
+``salun (tuned)`` of :data:`reports.aggregate.TUNED_SUFFIX`, keeps its method's colour and
+marker, drawn hollow and, as a line, dashed. Figures split a panel into one facet per family
+when it would hold more than :data:`MAX_LINES` methods (:func:`facets`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -36,16 +40,26 @@ REFERENCE = "retrain"
 @dataclass(frozen=True)
 class Style:
     """How one method is drawn: ``family`` (one of :data:`FAMILIES`), a hex ``colour`` and a
-    matplotlib ``marker``; ``declared`` is False for the hashed fallback of unknown names."""
+    matplotlib ``marker``; ``declared`` is False for the hashed fallback of unknown names;
+    ``variant`` names a labelled variant (``tuned``), drawn hollow and dashed."""
 
     family: str
     colour: str
     marker: str
     declared: bool = True
+    variant: str = ""
+
+    @property
+    def ls(self) -> str:
+        """Line style: solid, dashed for a variant."""
+        return "--" if self.variant else "-"
 
     def kw(self) -> dict:
-        """Keyword arguments for ``plot``/``errorbar``/``Line2D``: colour, marker, edge."""
-        return {"color": self.colour, "marker": self.marker, "mec": _edge(self.colour), "mew": 0.6}
+        """Keyword arguments for ``plot``/``errorbar``/``Line2D``: colour, marker, its edge
+        and face (white for a variant)."""
+        face = "white" if self.variant else self.colour
+        return {"color": self.colour, "marker": self.marker, "mec": _edge(self.colour),
+                "mew": 1.0 if self.variant else 0.6, "mfc": face}  # fmt: skip
 
 
 # (method, colour, marker) per family; markers are distinct within a family, colours everywhere
@@ -105,11 +119,25 @@ def _edge(colour: str) -> str:
     return "#{:02x}{:02x}{:02x}".format(*(int(v * 0.55) for v in (r, g, b)))
 
 
+#: ``<method> (<variant>)``, e.g. ``salun (tuned)``
+_VARIANT = re.compile(r"^(?P<base>\S+) \((?P<variant>[^()]+)\)$")
+
+
+def _split(name: str) -> tuple[str, str]:
+    """``(method, variant)`` of a label; variant ``""`` for a plain method name."""
+    m = _VARIANT.match(name)
+    return (m["base"], m["variant"]) if m else (name, "")
+
+
 def style(method: str) -> Style:
-    """The style of ``method``: declared, or a deterministic fallback in ``others``."""
+    """The style of ``method``: declared, a variant of a method (its method's style, hollow),
+    or a deterministic fallback in ``others``."""
     name = str(method)
     if name in STYLES:
         return STYLES[name]
+    base, variant = _split(name)
+    if variant:
+        return dataclasses.replace(style(base), variant=variant)
     h = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big")
     colour, marker = _FALLBACK_PAIRS[h % len(_FALLBACK_PAIRS)]
     return Style("others", colour, marker, declared=False)
@@ -123,11 +151,12 @@ def order(methods: Iterable[str]) -> list[str]:
     """Distinct ``methods`` in family order, declared order within a family, unknown names
     last (alphabetically), so legends and facets list methods alike in every figure."""
     rank = {name: i for i, name in enumerate(STYLES)}
-    distinct = dict.fromkeys(str(m) for m in methods)
-    return sorted(
-        distinct,
-        key=lambda m: (FAMILIES.index(family(m)), rank.get(m, len(rank)), m),
-    )
+
+    def key(m: str):
+        base, variant = _split(m)
+        return (FAMILIES.index(family(m)), rank.get(base, len(rank)), base, variant)
+
+    return sorted(dict.fromkeys(str(m) for m in methods), key=key)
 
 
 def facets(methods: Iterable[str], max_lines: int = MAX_LINES) -> list[tuple[str | None, list]]:

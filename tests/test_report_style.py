@@ -58,6 +58,15 @@ def test_unknown_method_gets_a_deterministic_fallback():
     assert out == [s.colour, s.marker]
 
 
+def test_tuned_variant_keeps_its_method_look_hollow():
+    from reports.aggregate import TUNED_SUFFIX
+
+    base, tuned = style.style("salun"), style.style("salun" + TUNED_SUFFIX)
+    assert (tuned.family, tuned.colour, tuned.marker) == (base.family, base.colour, base.marker)
+    assert tuned.kw()["mfc"] == "white" != base.kw()["mfc"] and tuned.ls == "--" != base.ls
+    assert style.order(["salun" + TUNED_SUFFIX, "ga", "salun"]) == ["ga", "salun", "salun (tuned)"]
+
+
 def test_facets_split_by_family_over_max_lines():
     assert style.facets(["retrain", "ga", "neggrad"]) == [(None, ["retrain", "neggrad", "ga"])]
     many = ["retrain", "finetune", "neggrad", "adv_mas", "ga", "rl", "salun", "scrub", "ssd"]
