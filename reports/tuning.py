@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from reports import style
 from reports.aggregate import AVG_GAP_TERMS, TUNED_SUFFIX, avg_gap, load
 
 FILENAME = "tuning.md"
@@ -143,16 +144,18 @@ def best_value_figure(curves: pd.DataFrame, out_dir: Path | str) -> list[Path]:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     forgets = list(dict.fromkeys(curves["forget"]))
     fig, axes = plt.subplots(1, len(forgets), figsize=(5 * len(forgets), 3.6), squeeze=False)
     for ax, forget in zip(axes[0], forgets):
         sub = curves[curves["forget"] == forget]
-        for method, c in sub.groupby("method", sort=True):
-            c = c[c["best"] < float("inf")]
-            ax.plot(c["trial"], c["best"], marker=".", label=method)
+        for method in style.order(sub["method"].unique()):
+            c = sub[(sub["method"] == method) & (sub["best"] < float("inf"))]
+            ax.plot(c["trial"], c["best"], ms=4, label=method, **style.style(method).kw())
         ax.set_title(f"forget {forget}")
         ax.set_xlabel("trials")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel("best objective so far (lower is better)")
         ax.set_yscale("symlog", linthresh=1.0)
         ax.legend(fontsize=7)
