@@ -193,6 +193,21 @@ def parse_extra(items: Sequence[str]) -> dict[str, str]:
     return out
 
 
+def options_from_args(args, runs_per_job: int | None = None) -> SlurmOptions:
+    """:class:`SlurmOptions` from the options of :func:`bench.run.add_slurm_args`
+    (``runs_per_job`` overrides ``--runs-per-job``)."""
+    return SlurmOptions(
+        partition=args.partition,
+        gpus_per_job=args.gpus_per_job,
+        cpus_per_job=args.cpus_per_job,
+        mem=args.mem,
+        time=args.time,
+        array_parallelism=args.array_parallelism,
+        runs_per_job=args.runs_per_job if runs_per_job is None else runs_per_job,
+        extra=parse_extra(args.slurm_extra),
+    )
+
+
 # ---------------------------------------------------------------------------------------------
 # what is live
 

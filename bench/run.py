@@ -30,6 +30,42 @@ def add_location_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--download", action="store_true", help="allow torchvision downloads")
 
 
+def add_slurm_args(p: argparse.ArgumentParser) -> argparse._ArgumentGroup:
+    """The SLURM options (``--partition`` ... ``--slurm-extra``) of ``bench.run`` and
+    ``bench.tune``, as one argument group (returned, so a command can add its own);
+    :func:`bench.cluster.options_from_args` turns them into :class:`SlurmOptions`."""
+    s = p.add_argument_group("SLURM (--executor slurm)")
+    s.add_argument("--partition", help="partition to submit to (default: the cluster's)")
+    s.add_argument(
+        "--gpus-per-job",
+        type=int,
+        help="GPUs per job (default: 1 for CIFAR/ImageNet suites, else 0)",
+    )
+    s.add_argument("--cpus-per-job", type=int, default=4, help="CPUs per job (default 4)")
+    s.add_argument("--mem", help="memory per job, e.g. 32G (default: the partition's)")
+    s.add_argument("--time", type=int, default=240, help="minutes per job (default 240)")
+    s.add_argument(
+        "--array-parallelism",
+        type=int,
+        default=64,
+        help="at most this many tasks of an array at once (default 64)",
+    )
+    s.add_argument(
+        "--runs-per-job",
+        type=int,
+        default=1,
+        help="runs packed into one array task (default 1; raised to stay within 1000 tasks)",
+    )
+    s.add_argument(
+        "--slurm-extra",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any other sbatch option, e.g. --slurm-extra qos=high --slurm-extra account=lab",
+    )
+    return s
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m bench.run",
@@ -101,35 +137,7 @@ def parser() -> argparse.ArgumentParser:
         help="summarize the runs of OUT's last launch (or of --suite): done, failed, running, "
         "queued, missing",
     )
-    s = p.add_argument_group("SLURM (--executor slurm)")
-    s.add_argument("--partition", help="partition to submit to (default: the cluster's)")
-    s.add_argument(
-        "--gpus-per-job",
-        type=int,
-        help="GPUs per job (default: 1 for CIFAR/ImageNet suites, else 0)",
-    )
-    s.add_argument("--cpus-per-job", type=int, default=4, help="CPUs per job (default 4)")
-    s.add_argument("--mem", help="memory per job, e.g. 32G (default: the partition's)")
-    s.add_argument("--time", type=int, default=240, help="minutes per job (default 240)")
-    s.add_argument(
-        "--array-parallelism",
-        type=int,
-        default=64,
-        help="at most this many tasks of an array at once (default 64)",
-    )
-    s.add_argument(
-        "--runs-per-job",
-        type=int,
-        default=1,
-        help="runs packed into one array task (default 1; raised to stay within 1000 tasks)",
-    )
-    s.add_argument(
-        "--slurm-extra",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="any other sbatch option, e.g. --slurm-extra qos=high --slurm-extra account=lab",
-    )
+    s = add_slurm_args(p)
     s.add_argument(
         "--wait",
         action="store_true",
@@ -706,26 +714,10 @@ def _dry_run(args: argparse.Namespace, specs, env) -> int:
 
 
 def _slurm(args: argparse.Namespace, specs, env) -> int:
-    from bench.cluster import (
-        JobEnv,
-        SlurmOptions,
-        describe_launch,
-        launch,
-        parse_extra,
-        wait,
-    )
+    from bench.cluster import JobEnv, describe_launch, launch, options_from_args, wait
     from bench.plan import make_plan
 
-    opts = SlurmOptions(
-        partition=args.partition,
-        gpus_per_job=args.gpus_per_job,
-        cpus_per_job=args.cpus_per_job,
-        mem=args.mem,
-        time=args.time,
-        array_parallelism=args.array_parallelism,
-        runs_per_job=args.runs_per_job,
-        extra=parse_extra(args.slurm_extra),
-    )
+    opts = options_from_args(args)
     jenv = JobEnv(
         out=str(env.out.resolve()),
         cache=str(Path(env.cache).resolve()),

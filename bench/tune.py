@@ -25,7 +25,7 @@ import sys
 from pathlib import Path
 
 from bench.errors import BenchError
-from bench.run import add_location_args, parse_seeds
+from bench.run import add_location_args, add_slurm_args, parse_seeds
 
 
 def parser() -> argparse.ArgumentParser:
@@ -74,15 +74,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
     p.add_argument("--search-only", action="store_true", help="stop after the search")
     p.add_argument("--no-report", action="store_true", help="do not build OUT/report")
-    s = p.add_argument_group("SLURM (--executor slurm)")
-    s.add_argument("--partition")
-    s.add_argument("--gpus-per-job", type=int)
-    s.add_argument("--cpus-per-job", type=int, default=4)
-    s.add_argument("--mem")
-    s.add_argument("--time", type=int, default=240, help="minutes per job (default 240)")
-    s.add_argument("--array-parallelism", type=int, default=64)
-    s.add_argument("--runs-per-job", type=int, default=1)
-    s.add_argument("--slurm-extra", action="append", default=[], metavar="KEY=VALUE")
+    add_slurm_args(p)
     p.add_argument("-v", "--verbose", action="store_true")
     return p
 
@@ -219,18 +211,9 @@ def _search_local(setups, env, budget, pruner: str, workers: int) -> None:
 def _search_slurm(args, setups, env, budget) -> list[str]:
     import submitit
 
-    from bench.cluster import SlurmOptions, parse_extra
+    from bench.cluster import options_from_args
 
-    opts = SlurmOptions(
-        partition=args.partition,
-        gpus_per_job=args.gpus_per_job,
-        cpus_per_job=args.cpus_per_job,
-        mem=args.mem,
-        time=args.time,
-        array_parallelism=args.array_parallelism,
-        runs_per_job=1,
-        extra=parse_extra(args.slurm_extra),
-    )
+    opts = options_from_args(args, runs_per_job=1)  # one search worker per task
     ex = submitit.SlurmExecutor(folder=Path(env.out) / "slurm" / "tune" / "%j", max_num_timeout=10)
     ex.update_parameters(**opts.parameters([s.spec for s in setups]))
     workers = args.workers or 4
