@@ -283,8 +283,9 @@ def optimize(
         if not study.get_trials(deepcopy=False):
             study.enqueue_trial(dict(defaults or {}), user_attrs={DEFAULT: True})
         start = len(study.get_trials(deepcopy=False))
-    # seeded per worker and start point: workers and resumed runs draw different points
-    sampler = optuna.samplers.TPESampler(seed=seed + 7919 * start + os.getpid() % 7919)
+    # seeded by the caller's seed (a worker index) and the start point: parallel workers and
+    # resumed runs draw different points, and one worker's search is reproducible
+    sampler = optuna.samplers.TPESampler(seed=(7919 * seed + start) % 2**32)
     study = load_study(root, study_name, direction, sampler=sampler, pruner=PRUNERS[pruner]())
     worker = f"{socket.gethostname()}:{os.getpid()}"
     while True:

@@ -164,6 +164,7 @@ def search_worker(setups, env, budget, pruner: str, index: int = 0, threads: int
                 evaluate,
                 budget,
                 defaults,
+                seed=index,
                 pruner=pruner,
                 log=lambda msg: logging.getLogger("bench.tune").info(msg),
             )  # fmt: skip
