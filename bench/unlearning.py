@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -12,7 +13,7 @@ from torch import nn
 
 from bench import runtime
 from bench.data import View
-from bench.method import Context
+from bench.method import Context, hparam
 
 
 def sgd(model: nn.Module, hp: Any) -> torch.optim.SGD:
@@ -20,6 +21,22 @@ def sgd(model: nn.Module, hp: Any) -> torch.optim.SGD:
     return torch.optim.SGD(
         model.parameters(), lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay
     )
+
+
+@dataclass(frozen=True)
+class SalUnTableSGD:
+    """The SGD settings the SalUn table's iterative baselines share (Unlearn-Saliency's
+    ``arg_parser.py`` defaults: 10 epochs at ``--unlearn_lr`` 0.01, momentum 0.9, weight
+    decay 5e-4, batch 256); ``augment``: ``recipe`` = the pretraining augmentation, as the
+    reference's loaders carry the training transform. A method's hyperparameters subclass it
+    and override the defaults its command gives (field order, hence run ids, unchanged)."""
+
+    epochs: int = 10
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    batch_size: int = 256
+    augment: str = hparam("recipe", choices=("recipe", "none", "crop", "crop_flip"))
 
 
 class ForgetCheck:

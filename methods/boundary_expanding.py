@@ -11,7 +11,8 @@ from torch import nn
 
 from bench import runtime
 from bench.errors import BenchError
-from bench.method import hparam, register_method
+from bench.method import register_method
+from bench.unlearning import SalUnTableSGD
 from methods.boundary_shrink import CHEN_2023, fit_forget_to
 
 #: the reference this file restates (SalUn's Table 1 was produced with it)
@@ -22,7 +23,7 @@ REFERENCE = (
 
 
 @dataclass(frozen=True)
-class BoundaryExpandingHP:
+class BoundaryExpandingHP(SalUnTableSGD):
     """Defaults of the reference (Unlearn-Saliency ``arg_parser.py``; its README gives no BE
     command, so ``main_forget.py --unlearn boundary_expanding`` runs with these): 10 epochs
     over D_f, SGD lr 0.01, momentum 0.9, weight decay 5e-4, batch 256. ``augment``: the
@@ -30,13 +31,6 @@ class BoundaryExpandingHP:
     ``recipe`` = the pretraining augmentation. The paper and its authors' code
     (TY-LEE-KR/Boundary-Unlearning-Code) use lr 1e-5, momentum 0.9, no weight decay, 10
     epochs: pass those to reproduce the paper rather than SalUn's table."""
-
-    epochs: int = 10
-    lr: float = 0.01
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    batch_size: int = 256
-    augment: str = hparam("recipe", choices=("recipe", "none", "crop", "crop_flip"))
 
 
 def classifier_head(model: nn.Module, num_classes: int) -> tuple[nn.Module, str, nn.Linear]:

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 from torch.nn import functional as F
 
-from bench.method import hparam, register_method
-from bench.unlearning import sgd
+from bench.method import register_method
+from bench.unlearning import SalUnTableSGD, sgd
 
 #: the reference this file restates (the ``unlearn/GA.py`` of Unlearn-Sparse @ 80ba55d is the
 #: same loop); the table's runs used the file as first committed (9576623, Oct 2023): the same
@@ -20,7 +20,7 @@ REFERENCE = (
 
 
 @dataclass(frozen=True)
-class GAHP:
+class GAHP(SalUnTableSGD):
     """The table's GA: 5 epochs at lr 1e-4 (the GA command of Unlearn-Saliency's README as
     first committed, 9576623: ``--unlearn GA --unlearn_lr 0.0001 --unlearn_epochs 5``);
     momentum 0.9, weight decay 5e-4, batch 256 (its ``arg_parser.py`` defaults).
@@ -29,10 +29,6 @@ class GAHP:
 
     epochs: int = 5
     lr: float = 1e-4
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    batch_size: int = 256
-    augment: str = hparam("recipe", choices=("recipe", "none", "crop", "crop_flip"))
 
 
 @register_method(

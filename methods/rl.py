@@ -13,7 +13,7 @@ from bench import runtime
 from bench.data import View
 from bench.errors import BenchError
 from bench.method import hparam, register_method
-from bench.unlearning import sgd
+from bench.unlearning import SalUnTableSGD, sgd
 
 #: the reference's ``unlearn/RL.py`` as it was when the table was made (first commit, Oct
 #: 2023, unchanged for CIFAR-10 until f31f82e, Apr 2024): D_f relabelled, concatenated with
@@ -31,7 +31,7 @@ RETAIN_MODES = ("union", "sequential")
 
 
 @dataclass(frozen=True)
-class RLHP:
+class RLHP(SalUnTableSGD):
     """The table's RL: 10 epochs, momentum 0.9, weight decay 5e-4, batch 256 (Unlearn-
     Saliency's ``arg_parser.py`` defaults; its READMEs give no command for the RL baseline,
     only for SalUn = RL with a mask: 10 epochs at lr 0.1 in the first README, 0.013 today).
@@ -40,12 +40,6 @@ class RLHP:
     transform). ``retain_mode``: ``union`` (default: the code that made the table) or
     ``sequential`` (the reference's CIFAR-10 branch since Apr 2024); see :func:`rl`."""
 
-    epochs: int = 10
-    lr: float = 0.01
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    batch_size: int = 256
-    augment: str = hparam("recipe", choices=("recipe", "none", "crop", "crop_flip"))
     retain_mode: str = hparam("union", choices=RETAIN_MODES)
 
 
