@@ -277,6 +277,11 @@ class Context:
     pretrain_artifacts: dict[str, Any] = field(default_factory=dict)
     _t0: float = field(default_factory=time.perf_counter)
 
+    def augmentation(self, choice: str) -> str:
+        """A method's ``augment`` hyperparameter as a loader's: ``"recipe"`` = the pretraining
+        recipe's augmentation; any other value as it is."""
+        return self.recipe.augment if choice == "recipe" else choice
+
     def train_from_scratch(self, view: View) -> nn.Module:
         """A fresh model trained with the pretraining recipe from the run's train seed on
         ``view`` (what ``retrain`` does); its optimizer steps are counted."""

@@ -182,7 +182,7 @@ def boundary_expanding(model, data, hp: BoundaryExpandingHP, ctx):
     opt = torch.optim.SGD(
         model.parameters(), lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay
     )
-    augment = ctx.recipe.augment if hp.augment == "recipe" else hp.augment
+    augment = ctx.augmentation(hp.augment)
     fit_forget_to(
         model,
         data.forget,

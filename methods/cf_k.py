@@ -65,7 +65,7 @@ def train_modules_on_retain(model: nn.Module, modules: list[nn.Module], data, hp
     for p in model.parameters():
         p.requires_grad_(id(p) in param_ids)
     opt = torch.optim.SGD(params, lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay)
-    augment = ctx.recipe.augment if hp.augment == "recipe" else hp.augment
+    augment = ctx.augmentation(hp.augment)
     try:
         for _ in range(hp.epochs):
             model.train()

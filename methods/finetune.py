@@ -56,7 +56,7 @@ def finetune(model, data, hp: FinetuneHP, ctx):
         else None
     )
     opt = sgd(model, hp)
-    augment = ctx.recipe.augment if hp.augment == "recipe" else hp.augment
+    augment = ctx.augmentation(hp.augment)
     model.train()
     for _ in range(hp.epochs):
         for x, y in data.retain.loader(

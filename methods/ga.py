@@ -58,7 +58,7 @@ def ga(model, data, hp: GAHP, ctx):
     its 5 epochs and is not implemented, nor its warm-up (off by default); (ii) the shuffles
     and crops come from ``ctx.generator`` instead of the global RNG (same distributions)."""
     opt = sgd(model, hp)
-    augment = ctx.recipe.augment if hp.augment == "recipe" else hp.augment
+    augment = ctx.augmentation(hp.augment)
     for _ in range(hp.epochs):
         model.train()
         for x, y in data.forget.loader(

@@ -179,7 +179,7 @@ def iu(model, data, hp: IUHP, ctx):
     (``chunk``), equal to batch-1 passes up to float summation order; (iii) the reference's
     ImageNet branch (``imagenet_arch``: ``woodfisher_im`` with N = 300000; in the SalUn copy
     its D_r sum iterates D_f) is not restated."""
-    augment = ctx.recipe.augment if hp.augment == "recipe" else hp.augment
+    augment = ctx.augmentation(hp.augment)
     loader_kw = {
         "generator": ctx.generator,
         "augment": augment,

@@ -90,7 +90,7 @@ def rl(model, data, hp: RLHP, ctx):
     warm-up (off by default; with it on, the reference's line would fail on an undefined
     ``i``)."""
     opt = sgd(model, hp)
-    augment = ctx.recipe.augment if hp.augment == "recipe" else hp.augment
+    augment = ctx.augmentation(hp.augment)
     kw = {"generator": ctx.generator, "augment": augment, "crop_padding": ctx.recipe.crop_padding}
     c = data.num_classes
 
