@@ -44,13 +44,13 @@ def parser() -> argparse.ArgumentParser:
         "--budget",
         type=float,
         metavar="SECONDS",
-        help="measured device-seconds of unlearning per study (the trials' own timing); no "
-        "trial starts once it is spent",
+        help="measured device-seconds of unlearning per study (the trials' own timing: wall "
+        "time on a GPU, the process's CPU time on the CPU); no trial starts once it is spent",
     )
     p.add_argument(
         "--objective",
         default="val-gap",
-        help="val-gap (default: mean |acc - retrain acc| on the validation forget set, retained "
+        help="val-gap (default: mean |acc - retrain acc| on the forget proxy, retained "
         "rows and validation split) or deepunlearn (DeepUnlearn's, with its MIA term)",
     )
     p.add_argument(

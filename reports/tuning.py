@@ -183,9 +183,10 @@ def tuning_markdown(results_dir: Path | str, metrics: pd.DataFrame | None = None
     objectives = sorted({s["objective"] for s in studies})
     budgets = sorted({json.dumps(s["budget"], sort_keys=True) for s in studies})
     lines += [
-        f"Selection objective: {', '.join(objectives)} (validation split and a validation "
-        "forget set drawn from train, disjoint from the evaluation forget sets; the test split "
-        "is never read during a search). Budget per study: "
+        f"Selection objective: {', '.join(objectives)} (the validation split, and forgetting "
+        "scored on a validation forget set drawn from train apart from the evaluation forget "
+        "sets (instances) or on the class's validation images (a class); the test split is "
+        "never read during a search). Budget per study: "
         + "; ".join(_budget(json.loads(b)) for b in budgets)
         + ". Avg. Gap = mean |UA, RA, TA, MIA-Efficacy − retrain| on the evaluation seeds "
         "(lower is better); ranks among the tuned methods.",

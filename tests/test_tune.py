@@ -192,9 +192,9 @@ def test_search_never_reads_the_test_split(tmp_path, monkeypatch):
     seen = []
     real = tuning.score
 
-    def spy(objective, model, forget, retain, val, *a):
-        seen.extend(v.split for v in (forget, retain, val))
-        return real(objective, model, forget, retain, val, *a)
+    def spy(objective, model, scored):
+        seen.extend(view.split for view, _ in scored.values())
+        return real(objective, model, scored)
 
     carved_seen = []
     real_guarded = tuning._guarded
@@ -233,7 +233,33 @@ def test_validation_forget_set_is_disjoint_and_seeds_apart():
         assert not vf & set(select_forget(targets, fs, s).tolist())
     assert len(vf) == 16
     cls = validation_forget(targets, ForgetSpec("class", classes=(0,)), (0, 1), SEARCH_SEED0)
-    assert len(set(targets[cls].tolist())) == 1 and int(targets[cls][0]) != 0
+    assert cls.tolist() == torch.nonzero(targets == 0).flatten().tolist()
+
+
+def test_class_forgetting_is_scored_on_the_class_validation_images():
+    """For a class the search forgets the class itself but scores forgetting on its
+    validation images (never the train images behind the final UA) and utility on the other
+    classes' validation images, each against the search oracle's correctness there."""
+    import torch
+
+    from bench.data import View
+    from bench.data.splits import TensorSplit
+    from bench.errors import BenchError
+    from bench.spec import ForgetSpec
+    from bench.tuning import scored_views
+
+    val_targets = torch.tensor([0, 1, 2, 0, 1, 2, 0, 3])
+    split = TensorSplit(torch.zeros(8, 1, 2, 2), val_targets)
+    val = View(split, torch.arange(8), torch.device("cpu"), "val")
+    oracle = {"val": {"correct": torch.tensor([0.0, 1, 1, 0, 1, 0, 0, 1])}, "train": {}}
+    fs = ForgetSpec("class", classes=(0,))
+    scored = scored_views(fs, None, None, val, oracle)
+    fview, fcorrect = scored["forget"]
+    vview, vcorrect = scored["val"]
+    assert fview.targets.tolist() == [0, 0, 0] and fcorrect.tolist() == [0, 0, 0]
+    assert vview.targets.tolist() == [1, 2, 1, 2, 3] and vcorrect.tolist() == [1, 1, 1, 0, 1]
+    with pytest.raises(BenchError, match="val-fraction"):
+        scored_views(ForgetSpec("class", classes=(5,)), None, None, val, oracle)
 
 
 def test_setup_rejects_clashing_seeds_and_missing_validation():
