@@ -731,7 +731,7 @@ def _slurm(args: argparse.Namespace, specs, env) -> int:
     res = launch(make_plan(specs, env.out, env.cache), jenv, opts, env.out, not args.no_report)
     print(describe_launch(res))
     print(f"follow with: python -m bench.run --status --out {env.out}")
-    if args.wait and res.job_ids:
+    if getattr(args, "wait", False) and res.job_ids:  # bench.tune has no --wait
         wait(res.job_ids, env.out, specs)
         if not args.no_summary:
             _print_summary(env.out, [s.run_id for s in specs])

@@ -11,8 +11,11 @@ Equal-budget hyperparameter tuning of a suite's methods (``bench.tuning``, on Op
 3. the best hyperparameters of each study on the suite's evaluation seeds (which the search
    never used): ordinary records marked ``tuned`` with the study's name.
 
-A rerun of the same command adds no trial and no run. ``--executor slurm`` submits the search
-as an array of workers; run the same command again once they are done to launch stage 3.
+A rerun of the same command adds no trial and no run. ``--executor slurm`` runs in calls of the
+same command: the first submits the search (an array of workers, for the studies with budget
+left); the next, once those workers have left the queue, submits stages 1 and 3 as one job
+array of evaluation runs (``bench.run``'s SLURM launcher, which skips done and live runs); a
+later call submits nothing.
 """
 
 from __future__ import annotations
@@ -222,7 +225,44 @@ def _search_slurm(args, setups, env, budget) -> list[str]:
         jobs = [
             ex.submit(search_worker, setups, env, budget, args.pruner, i) for i in range(workers)
         ]
-    return [j.job_id for j in jobs]
+    ids = [j.job_id for j in jobs]
+    from bench.records import atomic_write_text
+
+    atomic_write_text(_workers_file(env.out), json.dumps(ids))
+    return ids
+
+
+def _workers_file(out: Path) -> Path:
+    from bench.tuning import TUNE_DIR
+
+    return Path(out) / TUNE_DIR / "slurm-workers.json"
+
+
+def live_search_workers(out: Path) -> list[str]:
+    """The search workers of the last ``--executor slurm`` submission still in the queue."""
+    from bench.cluster import _job_state, queue_states
+
+    path = _workers_file(out)
+    if not path.exists():
+        return []
+    states = queue_states() or {}
+    return [j for j in json.loads(path.read_text()) if _job_state(j, states)]
+
+
+def studies_left(setups, root: Path, budget) -> list:
+    """The setups whose study has budget left (a missing journal has all of it)."""
+    from bench.study import journal_path, load_study, spent
+    from bench.tuning import study_name
+
+    left = []
+    for setup in setups:
+        name = study_name(setup.spec, setup.objective)
+        if not journal_path(root, name).exists():
+            left.append(setup)
+            continue
+        if budget.left(*spent(load_study(root, name).get_trials(deepcopy=False))):
+            left.append(setup)
+    return left
 
 
 def study_summary(setup, budget, root: Path) -> dict:
@@ -303,15 +343,24 @@ def _tune(args) -> int:
         + (f"; no search space (defaults only): {', '.join(untuned)}" if untuned else ""),
         file=sys.stderr,
     )
-    if args.executor == "slurm":
-        jobs = _search_slurm(args, setups, env, budget)
-        print(f"submitted {len(jobs)} search workers: {', '.join(jobs)}; rerun this command "
-              "once they are done to run the tuned evaluations")  # fmt: skip
-        return 0
-    if not args.search_only:
-        run_specs(specs, env, executor, workers)  # the default rows (and shared pretraining)
-    _search_local(setups, env, budget, args.pruner, workers if executor == "local" else 1)
     root = out / TUNE_DIR
+    if args.executor == "slurm":
+        live = live_search_workers(out)
+        if live:
+            print(f"the search workers {', '.join(live)} are still queued or running; rerun "
+                  "this command once they are done")  # fmt: skip
+            return 0
+        left = studies_left(setups, root, budget)
+        if left:
+            jobs = _search_slurm(args, left, env, budget)
+            print(f"submitted {len(jobs)} search workers for {len(left)} studies: "
+                  f"{', '.join(jobs)}; rerun this command once they are done to submit the "
+                  "default and tuned evaluation runs")  # fmt: skip
+            return 0
+    elif not args.search_only:
+        run_specs(specs, env, executor, workers)  # the default rows (and shared pretraining)
+    if args.executor != "slurm":
+        _search_local(setups, env, budget, args.pruner, workers if executor == "local" else 1)
     summaries = [study_summary(s, budget, root) for s in setups]
     for summary in summaries:
         atomic_write_text(root / f"{summary['study']}.json", json.dumps(summary, indent=1))
@@ -326,6 +375,13 @@ def _tune(args) -> int:
         for s in specs:
             if (s.method, s.forget) == (setup.spec.method, setup.spec.forget):
                 tuned.append(tuned_spec(s, summary["best_params"], summary["study"]))
+    from bench.plan import save_plan
+
+    save_plan(out, [*specs, *tuned], args.suite)  # for python -m bench.run --status --out OUT
+    if args.executor == "slurm":  # the default and tuned rows as one job array
+        from bench.run import _slurm
+
+        return _slurm(args, [*specs, *tuned], env)
     results = run_specs(tuned, env, executor, workers)
     failed = sum(v == "failed" for v in results.values())
     print(f"tuned runs: {len(tuned)} ({failed} failed); records in {out / 'records'}",

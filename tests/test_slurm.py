@@ -139,3 +139,42 @@ def test_requeued_job_finishes_every_run_exactly_once(tmp_path):
     res = _bench(*BASE, "--method", "neggrad,finetune,random_labels", "--seeds", "0,1",
                  "--runs-per-job", str(n_runs), "--no-report", "--out", str(out))  # fmt: skip
     assert "nothing to submit" in res.stdout
+
+
+@pytest.mark.slow
+def test_tuning_search_and_evaluations_through_slurm(tmp_path):
+    """``bench.tune --executor slurm`` in its three calls: the search as an array of workers on
+    one journal; once they are done, the default and tuned evaluation runs as a job array;
+    then nothing more (no trial, no run)."""
+    out = tmp_path / "out"
+    tune = [sys.executable, "-m", "bench.tune", "--suite", "tune-digits", "--method", "neggrad",
+            "--forget", "k=32", "--seeds", "0", "--trials", "3", "--executor", "slurm",
+            "--workers", "2", "--cpus-per-job", "1", "--no-report", "--out", str(out)]  # fmt: skip
+
+    def call() -> str:
+        res = subprocess.run(tune, cwd=ROOT, capture_output=True, text=True, timeout=300)
+        assert res.returncode == 0, res.stdout + res.stderr
+        return res.stdout + res.stderr
+
+    def idle() -> bool:
+        return not any(j.split("_")[0] in jobs for j in _queue())
+
+    first = call()
+    assert "submitted 2 search workers for 1 studies" in first
+    jobs = {j.split("_")[0] for j in json.loads((out / "tune" / "slurm-workers.json").read_text())}
+    _wait_for(idle, 600, "the search workers")
+    second = call()
+    assert "run array" in second
+    from bench.study import load_study
+
+    study = load_study(out / "tune", "tune-digits-neggrad-k=32-val-gap")
+    assert len(study.get_trials(deepcopy=False)) == 3
+    jobs = {s["job_id"].split("_")[0] for s in _submissions(out)}
+    _wait_for(idle, 600, "the evaluation runs")
+    recs = _records(out)
+    assert len(recs) == 3  # neggrad default, retrain, neggrad tuned (seed 0)
+    assert all(rows[-1]["status"] == "done" for rows in recs.values())
+    assert sum(bool(rows[0]["spec"].get("tuned")) for rows in recs.values()) == 1
+    third = call()
+    assert "nothing to submit" in third
+    assert len(load_study(out / "tune", study.study_name).get_trials(deepcopy=False)) == 3

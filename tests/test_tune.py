@@ -353,3 +353,24 @@ def test_cli_help_exits_0():
         timeout=60,
     )
     assert r.returncode == 0 and "--trials" in r.stdout and "--budget" in r.stdout
+
+
+def test_cpu_budget_clock_counts_this_process_work_not_waiting():
+    """On the CPU a study's seconds are this process's CPU time: time spent waiting (as when
+    other jobs hold the cores) is not charged, work is."""
+    import time
+
+    import torch
+
+    from bench.tuning import device_clock
+
+    cpu = torch.device("cpu")
+    t0 = device_clock(cpu)
+    time.sleep(0.3)
+    waited = device_clock(cpu) - t0
+    t0 = device_clock(cpu)
+    end = time.perf_counter() + 0.3
+    while time.perf_counter() < end:
+        pass
+    worked = device_clock(cpu) - t0
+    assert waited < 0.1 and worked > 0.01  # the loop gets some CPU even on busy cores
