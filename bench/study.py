@@ -316,7 +316,9 @@ def optimize(
             except (KeyboardInterrupt, SystemExit):
                 raise
             except Exception as exc:  # noqa: BLE001 - a failing trial is a result, not a crash
-                trial.set_user_attr(SECONDS, time.perf_counter() - t0)
+                # the evaluator's own clock when it says (bench.tuning: device time), else wall
+                spent_s = getattr(exc, "seconds", time.perf_counter() - t0)
+                trial.set_user_attr(SECONDS, float(spent_s))
                 trial.set_user_attr(ERROR, f"{type(exc).__name__}: {exc}"[:500])
                 study.tell(trial, state=TrialState.FAIL)
                 log(f"{study_name} trial {trial.number} failed: {type(exc).__name__}: {exc}")

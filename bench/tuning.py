@@ -285,8 +285,12 @@ def trial(
         )
         torch.manual_seed(seed)
         t0 = device_clock(env.device)
-        with runtime.autocast(env.device):
-            model = entry.obj(copy.deepcopy(model0), data, hp, ctx)
+        try:
+            with runtime.autocast(env.device):
+                model = entry.obj(copy.deepcopy(model0), data, hp, ctx)
+        except Exception as exc:  # a failed trial spends what it ran, on the same clock
+            exc.seconds = seconds + device_clock(env.device) - t0
+            raise
         seconds += device_clock(env.device) - t0
         model.eval()
         sample = torch.randperm(len(retain_rows), generator=torch.Generator().manual_seed(seed))

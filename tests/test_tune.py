@@ -80,6 +80,15 @@ def test_failing_trials_spend_budget(tmp_path):
     assert out.trials == 3 and out.best_value is None
     assert all(t.user_attrs.get("error") for t in load_study(tmp_path, "bad").trials)
 
+    def bad_after_work(params, report):  # the evaluator says what the failed trial spent
+        exc = FloatingPointError("diverged")
+        exc.seconds = 40.0
+        raise exc
+
+    out = optimize(tmp_path, "bad2", {"lr": LogUniform(1e-3, 1.0)}, bad_after_work,
+                   Budget(seconds=100))  # fmt: skip
+    assert out.trials == 3 and out.seconds == pytest.approx(120.0)
+
 
 def test_median_pruner_is_an_option_off_by_default(tmp_path):
     import optuna
