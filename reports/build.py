@@ -52,6 +52,7 @@ def build(results_dir: Path | str, out: Path | str | None = None) -> list[Path]:
     written: list[Path] = []
     try:
         from reports.tables import write_tables
+        from reports.tuning import summaries as tuning_summaries
     except ImportError as e:
         print(f"warning: no tables (reports.tables unavailable: {e})", file=sys.stderr)
     else:
@@ -59,7 +60,13 @@ def build(results_dir: Path | str, out: Path | str | None = None) -> list[Path]:
             written += [
                 Path(p)
                 for p in write_tables(
-                    metrics, runs, out, planned=planned, plan_problem=plan_problem, meta=meta
+                    metrics,
+                    runs,
+                    out,
+                    planned=planned,
+                    plan_problem=plan_problem,
+                    meta=meta,
+                    studies=tuning_summaries(results_dir),
                 )
             ]
         except Exception as e:  # noqa: BLE001 - figures still render without tables

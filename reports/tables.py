@@ -20,7 +20,7 @@ from typing import Any
 
 import pandas as pd
 
-from reports.aggregate import AVG_GAP_TERMS, avg_gap
+from reports.aggregate import AVG_GAP_TERMS, TUNED_SUFFIX, avg_gap
 
 #: suffix of the standard-deviation column that belongs to a mean column
 STD = "_std"
@@ -225,10 +225,14 @@ def nablatau_table(metrics: pd.DataFrame) -> pd.DataFrame:
     return _per_run_to_stats(per_run, ["dataset", "arch", "frac", "method"], cols)
 
 
-def leaderboard(metrics: pd.DataFrame, reference: str = "retrain") -> pd.DataFrame:
+def leaderboard(
+    metrics: pd.DataFrame, reference: str = "retrain", studies: list[dict] | None = None
+) -> pd.DataFrame:
     """Methods x metrics per (dataset, arch, forget): UA, RA, TA and MIA-Efficacy (in %, mean
     over seeds), the gap of each to the paired ``reference`` run (``<term> gap``) and the
-    Avg. Gap (mean, std, n). Empty without reference runs."""
+    Avg. Gap (mean, std, n). Empty without reference runs. With tuned runs (``bench.tune``;
+    ``studies``: its summaries, ``reports.tuning.summaries``) a ``hyperparameters`` column
+    says which rows are paper defaults and what each tuned row's search spent."""
     if metrics.empty:
         return pd.DataFrame()
     gaps = avg_gap(metrics, reference)
@@ -253,7 +257,23 @@ def leaderboard(metrics: pd.DataFrame, reference: str = "retrain") -> pd.DataFra
     out["Avg. Gap"] = g["Avg. Gap"].mean()
     out["Avg. Gap" + STD] = g["Avg. Gap"].std()
     out["n"] = g["run_id"].nunique()
-    return _order(out.reset_index(), keys)
+    out = out.reset_index()
+    if out["method"].str.endswith(TUNED_SUFFIX).any():
+        out["hyperparameters"] = [
+            _tuning_label(m, f, studies or []) for m, f in zip(out["method"], out["forget"])
+        ]
+    return _order(out, keys)
+
+
+def _tuning_label(method: str, forget: str, studies: list[dict]) -> str:
+    """``defaults`` or ``tuned: <trials> trials, <device-s> s`` (the study's spend)."""
+    if not method.endswith(TUNED_SUFFIX):
+        return "defaults"
+    base = method[: -len(TUNED_SUFFIX)]
+    spent = [s for s in studies if s.get("method") == base and s.get("forget") == forget]
+    if not spent:
+        return "tuned"
+    return "tuned: " + "; ".join(f"{s['trials']} trials, {s['seconds']:.0f} s" for s in spent)
 
 
 #: which way is better, per column, for the tables ``write_tables`` renders
@@ -533,11 +553,15 @@ _GROUPS = {
 
 
 def build_all(
-    metrics: pd.DataFrame, published: pd.DataFrame | None = None, meta: list[dict] | None = None
+    metrics: pd.DataFrame,
+    published: pd.DataFrame | None = None,
+    meta: list[dict] | None = None,
+    studies: list[dict] | None = None,
 ) -> dict:
     """Every table builder's frame, by name (empty frames for absent data). ``meta``: the
     records' meta lines (``reports.html.read_meta``), which tell apart runs of one method
-    under different hyperparameters in the ``salun`` table."""
+    under different hyperparameters in the ``salun`` table; ``studies``: the tuning studies'
+    summaries, for the leaderboard's tuned rows."""
     from reports.salun import hparam_variants, salun_table
 
     if metrics.empty:
@@ -548,7 +572,7 @@ def build_all(
         "mnemonic": mnemonic_table(metrics, published),
         "nablatau": nablatau_table(metrics),
         "salun": salun_table(metrics, variants=hparam_variants(meta or [])),
-        "leaderboard": leaderboard(metrics),
+        "leaderboard": leaderboard(metrics, studies=studies),
     }
 
 
@@ -568,14 +592,15 @@ def write_tables(
     planned: int | None = None,
     plan_problem: str | None = None,
     meta: list[dict] | None = None,
+    studies: list[dict] | None = None,
 ) -> list[Path]:
     """Write ``<table>.md``, ``.tex`` and ``.csv`` for every table with data, and ``runs.md``
     (failed, damaged and missing runs with their errors; ``planned``, ``plan_problem``: see
-    ``runs_markdown``; ``meta``: see ``build_all``). Returns the written paths."""
+    ``runs_markdown``; ``meta``, ``studies``: see ``build_all``). Returns the written paths."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
-    for name, df in build_all(metrics, published, meta).items():
+    for name, df in build_all(metrics, published, meta, studies).items():
         if df.empty:
             continue
         shown = compact(df)

@@ -27,9 +27,11 @@ def summaries(results_dir: Path | str) -> list[dict]:
     out = []
     for path in sorted(root.glob("*.json")) if root.is_dir() else ():
         try:
-            out.append(json.loads(path.read_text()))
+            summary = json.loads(path.read_text())
         except (OSError, ValueError):
             continue
+        if isinstance(summary, dict) and "study" in summary:  # not e.g. slurm-workers.json
+            out.append(summary)
     return out
 
 

@@ -337,6 +337,14 @@ def test_reports_keep_tuned_rows_apart_and_out_of_reproduction():
     assert row["method"] == "neggrad" and row["trials"] == 5
     assert row["Avg. Gap default"] == pytest.approx(90 / 4)
     assert row["Avg. Gap tuned"] == pytest.approx(2 / 4)
+    from reports.tables import leaderboard
+
+    board = leaderboard(metrics, studies=[{"method": "neggrad", "forget": "k=8", "trials": 5,
+                                           "seconds": 12.4}])  # fmt: skip
+    labels = dict(zip(board["method"], board["hyperparameters"]))
+    assert labels == {"retrain": "defaults", "neggrad": "defaults",
+                      "neggrad (tuned)": "tuned: 5 trials, 12 s"}  # fmt: skip
+    assert "hyperparameters" not in leaderboard(metrics[metrics["tuned"].isna()]).columns
     seen = []
     import reports.reproduction as rep
 
