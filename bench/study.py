@@ -180,17 +180,22 @@ def _trial_lock(root: Path, study: str, number: int) -> Path:
 
 
 def load_study(root: Path, study: str, direction: str = "minimize", sampler=None, pruner=None):
-    """The study ``study`` under ``root`` (created when missing)."""
+    """The study ``study`` under ``root`` (created when missing). An existing study is loaded,
+    not re-created: ``create_study(load_if_exists=True)`` appends a create operation to the
+    journal on every call, so that a rerun that adds no trial still grew the file."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    store = storage(journal_path(root, study))
+    if any(s.study_name == study for s in store.get_all_studies()):
+        return optuna.load_study(study_name=study, storage=store, sampler=sampler, pruner=pruner)
     return optuna.create_study(
         study_name=study,
-        storage=storage(journal_path(root, study)),
+        storage=store,
         direction=direction,
         sampler=sampler,
         pruner=pruner,
-        load_if_exists=True,
+        load_if_exists=True,  # another worker may create it between the check and here
     )
 
 

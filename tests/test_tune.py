@@ -44,9 +44,11 @@ def test_toy_optimum_found_and_defaults_first(tmp_path):
     assert abs(out.best_params["x"] - 2) < 0.5 and out.best_params["n"] == 3
     first = load_study(tmp_path, "toy").trials[0]
     assert first.params == {"x": -4.0, "n": 9} and first.user_attrs[DEFAULT]
-    # a rerun of a spent study adds no trial
+    # a rerun of a spent study adds no trial, and writes nothing to its journal
+    journal = (tmp_path / "toy.journal").read_bytes()
     again = optimize(tmp_path, "toy", TOY_SPACE, _toy, Budget(trials=40))
     assert again.new_trials == 0 and len(load_study(tmp_path, "toy").trials) == 40
+    assert (tmp_path / "toy.journal").read_bytes() == journal
 
 
 def test_equal_budgets_enforced(tmp_path):
