@@ -384,8 +384,9 @@ def _tune(args) -> int:
         return _slurm(args, [*specs, *tuned], env)
     results = run_specs(tuned, env, executor, workers)
     failed = sum(v == "failed" for v in results.values())
-    print(f"tuned runs: {len(tuned)} ({failed} failed); records in {out / 'records'}",
-          file=sys.stderr)  # fmt: skip
+    skipped = sum(v == "skipped" for v in results.values())
+    print(f"tuned runs: {len(tuned)} ({skipped} already done, {failed} failed); records in "
+          f"{out / 'records'}", file=sys.stderr)  # fmt: skip
     if not args.no_report:
         from bench.run import _build_report
 
