@@ -357,9 +357,9 @@ def _tune(args) -> int:
                   f"{', '.join(jobs)}; rerun this command once they are done to submit the "
                   "default and tuned evaluation runs")  # fmt: skip
             return 0
-    elif not args.search_only:
-        run_specs(specs, env, executor, workers)  # the default rows (and shared pretraining)
-    if args.executor != "slurm":
+    else:
+        if not args.search_only:
+            run_specs(specs, env, executor, workers)  # the default rows (and shared pretraining)
         _search_local(setups, env, budget, args.pruner, workers if executor == "local" else 1)
     summaries = [study_summary(s, budget, root) for s in setups]
     for summary in summaries:
