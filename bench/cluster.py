@@ -59,6 +59,7 @@ class JobEnv:
     precision: str = "auto"
     compile: bool = False
     save_model: bool = False  # --save-model: OUT/models/<run_id>.pt (bench.saved_models)
+    pretrain_precision: str = "fp32"  # the shared models' (--pretrain-precision)
 
     def make(self):
         import torch
@@ -77,6 +78,7 @@ class JobEnv:
             dev,
             self.precision,
             self.compile,
+            pretrain_precision=self.pretrain_precision,
             save_model=self.save_model,
         )
 

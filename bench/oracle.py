@@ -117,7 +117,7 @@ def build_oracle_pool(
     retain = train_all.subset(torch.nonzero(keep).flatten(), "retain")
     tr, te, secs, keys = [], [], [], []
     for i in range(first, first + size):
-        key = oracle_key(spec, n_train, forgotten, i, runtime.precision(device))
+        key = oracle_key(spec, n_train, forgotten, i, runtime.pretrain_precision(device))
         path = cache / "oracle" / f"oracle-{key}.pt"
         with file_lock(path.with_suffix(".lock")):
             # verified (key, content hash, logit shapes); a damaged entry is moved aside
@@ -126,7 +126,8 @@ def build_oracle_pool(
                 t0 = time.perf_counter()
                 model = fresh_model(bundle, spec.arch, ORACLE_SEED + i, normalize=spec.normalize)
                 model.to(device)
-                steps = train(model, retain, spec.recipe, ORACLE_SEED + i)
+                with runtime.shared(device):
+                    steps = train(model, retain, spec.recipe, ORACLE_SEED + i)
                 with torch.no_grad():
                     blob = {
                         "train_logits": predict(model, train_all).cpu(),

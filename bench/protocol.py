@@ -65,6 +65,8 @@ class Env:
     #: bench.runtime: "auto" (bf16 autocast on CUDA, fp32 on the CPU), "fp32" or "bf16"
     precision: str = "auto"
     compile: bool = False  # torch.compile the model in bench.train.train
+    #: the shared models' (pretrained original, oracles): "fp32" (default), "bf16" or "auto"
+    pretrain_precision: str = "fp32"
     #: keep each finished run's unlearned weights as OUT/models/<run_id>.pt (--save-model)
     save_model: bool = False
 
@@ -102,8 +104,9 @@ def special_pretraining(spec: RunSpec) -> str | None:
 
 
 def pretrain_key(spec: RunSpec, n_train: int, precision: str = "fp32") -> str:
-    """Content hash of a pretrained model. A model trained under bf16 autocast gets its own
-    key (fp32 keys are unchanged from before the precision switch existed)."""
+    """Content hash of a pretrained model. A model trained under bf16 autocast
+    (``--pretrain-precision bf16``) gets its own key (fp32 keys are unchanged from before the
+    precision switch existed)."""
     ident = {
         "data": dataclasses.replace(spec.data, retain_eval=None),  # scoring, not training
         "n_train": n_train,
@@ -142,7 +145,7 @@ def prepare(unit, env: Env) -> dict[str, Any]:
     from bench.oracle import build_oracle_pool
     from bench.plan import mark_prepared
 
-    runtime.configure(env.precision, env.compile)
+    runtime.configure(env.precision, env.compile, env.pretrain_precision)
     spec = unit.spec
     bundle = load_dataset(spec.data.name, env.locations)
     carved = carve(bundle, spec.data)
@@ -174,7 +177,7 @@ def pretrained_with_artifacts(
 ) -> tuple[nn.Module, dict, dict[str, Any]]:
     """:func:`pretrained_model` plus what a special pretraining stored with the checkpoint
     (``Context.pretrain_artifacts``; e.g. mnemonic codes, ``bench.mnemonic``)."""
-    key = pretrain_key(spec, len(carved.train), runtime.precision(env.device))
+    key = pretrain_key(spec, len(carved.train), runtime.pretrain_precision(env.device))
     if spec.checkpoint:
         return _from_checkpoint(spec, carved, env, key)
     path = env.cache / "models" / f"pretrain-{key}.pt"
@@ -204,11 +207,12 @@ def pretrained_with_artifacts(
             hook, artifacts = pretraining(special, bundle, spec.train_seed)
         elif special is not None:
             raise BenchError(f"method {spec.method!r}: unknown special pretraining {special!r}")
-        steps = (
-            train(model, view, spec.recipe, spec.train_seed, batch_hook=hook)
-            if spec.recipe.epochs
-            else 0
-        )
+        with runtime.shared(env.device):
+            steps = (
+                train(model, view, spec.recipe, spec.train_seed, batch_hook=hook)
+                if spec.recipe.epochs
+                else 0
+            )
         info = {
             "key": key,
             "seconds": time.perf_counter() - t0,
@@ -292,7 +296,7 @@ def run(spec: RunSpec, env: Env, supplied: Supplied | None = None) -> list[dict[
     """Execute one run and return its record rows (raises on failure). With ``supplied``
     (``bench.eval``), its models take the method's place: the same stages and evaluation,
     without the "unlearn" and "trace" rows (nothing is unlearned here)."""
-    runtime.configure(env.precision, env.compile)
+    runtime.configure(env.precision, env.compile, env.pretrain_precision)
     if supplied is None:
         entry = METHODS.entry(spec.method)
         hp = resolve_hparams(spec)

@@ -22,6 +22,17 @@ LISTABLE = ("methods", "datasets", "archs", "suites", "metrics")
 MAX_SEED = 2**32 - 1
 
 
+def add_pretrain_precision_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--pretrain-precision",
+        default="fp32",
+        choices=["fp32", "bf16", "auto"],
+        help="of the shared models: the pretrained original and the oracles (default fp32, "
+        "as the reference codes train them: every --precision then starts from the same "
+        "original). bf16 or auto (bf16 on CUDA): faster, cached under keys of their own",
+    )
+
+
 def add_location_args(p: argparse.ArgumentParser) -> None:
     """Where data and the cache are (``--data-root``, ``--cache-dir``, ``--download``): the
     same options for ``bench.run`` and ``bench.eval``."""
@@ -148,8 +159,10 @@ def parser() -> argparse.ArgumentParser:
         "--precision",
         default="auto",
         choices=["auto", "fp32", "bf16"],
-        help="auto (default): bf16 autocast on CUDA, fp32 on the CPU (recorded with each run)",
+        help="of the methods and the evaluation. auto (default): bf16 autocast on CUDA, fp32 "
+        "on the CPU (recorded with each run)",
     )
+    add_pretrain_precision_arg(p)
     p.add_argument(
         "--compile",
         action="store_true",
@@ -558,6 +571,7 @@ def _run(args: argparse.Namespace) -> int:
         download=args.download,
         device=device,
         precision=args.precision,
+        pretrain_precision=args.pretrain_precision,
         compile=args.compile,
         save_model=args.save_model,
     )
@@ -725,6 +739,7 @@ def _slurm(args: argparse.Namespace, specs, env) -> int:
         download=env.download,
         device=args.device,
         precision=env.precision,
+        pretrain_precision=env.pretrain_precision,
         compile=env.compile,
         save_model=env.save_model,
     )

@@ -1,9 +1,18 @@
 """How this process computes (not what): mixed precision, memory layout and ``torch.compile``.
 
-Set once per process from the run environment (``--precision``, ``--compile``;
-``bench.protocol.Env``) and recorded in every run's metadata, since bf16 changes the numbers
-(slightly) but not the spec. Defaults: bf16 autocast and channels_last on CUDA, plain fp32 on
-the CPU, no compilation.
+Set once per process from the run environment (``--precision``, ``--pretrain-precision``,
+``--compile``; ``bench.protocol.Env``) and recorded in every run's metadata, since bf16 changes
+the numbers (slightly) but not the spec. Defaults: bf16 autocast and channels_last on CUDA,
+plain fp32 on the CPU, no compilation.
+
+``--precision`` is the precision of the method and the evaluation, the things compared. The
+shared models (the pretrained original every method starts from, and the oracle models some
+metrics compare with) are trained in ``--pretrain-precision``, fp32 unless asked otherwise: the
+reference codes train them in fp32, and one original for every precision means that fp32 and
+bf16 results compare methods on the same model (issue #14: under bf16 pretraining the original
+itself ended 1-3 % away in weight norm, and that, not the method, moved the most fragile smoke
+run by 3.3 points). bf16 shared models (``--pretrain-precision bf16``/``auto``: faster on CUDA)
+are cached under keys of their own. :func:`shared` opens that precision around their training.
 
 * ``autocast(device)``: ``torch.autocast`` with bf16 when enabled, else a no-op. The protocol
   wraps every method call in it and ``bench.train`` its forward passes; parameters, optimizer
@@ -35,23 +44,52 @@ PRECISIONS = ("auto", "fp32", "bf16")
 class Runtime:
     precision: str = "auto"
     compile: bool = False
+    pretrain_precision: str = "fp32"  # the shared models': see the module docstring
 
 
 _CURRENT = Runtime()
 
 
-def configure(precision: str = "auto", compile: bool = False) -> None:
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+def configure(
+    precision: str = "auto", compile: bool = False, pretrain_precision: str = "fp32"
+) -> None:
+    for name, value in (("precision", precision), ("pretrain precision", pretrain_precision)):
+        if value not in PRECISIONS:
+            raise ValueError(f"{name} must be one of {PRECISIONS}, got {value!r}")
     _CURRENT.precision = precision
     _CURRENT.compile = bool(compile)
+    _CURRENT.pretrain_precision = pretrain_precision
+
+
+def _resolve(choice: str, device: torch.device) -> str:
+    if choice != "auto":
+        return choice
+    return "bf16" if device.type == "cuda" else "fp32"
 
 
 def precision(device: torch.device) -> str:
     """The precision in effect on ``device``: ``bf16`` or ``fp32``."""
-    if _CURRENT.precision != "auto":
-        return _CURRENT.precision
-    return "bf16" if device.type == "cuda" else "fp32"
+    return _resolve(_CURRENT.precision, device)
+
+
+def pretrain_precision(device: torch.device) -> str:
+    """The precision the shared models (pretrained original, oracles) are trained in on
+    ``device``: ``bf16`` or ``fp32``; part of their cache keys when not fp32."""
+    return _resolve(_CURRENT.pretrain_precision, device)
+
+
+@contextlib.contextmanager
+def shared(device: torch.device):
+    """A block that trains a shared model: the precision in effect (:func:`precision`,
+    :func:`autocast`) is :func:`pretrain_precision` inside it, and under fp32 autocast is off
+    even inside an enclosing bf16 region."""
+    saved = _CURRENT.precision
+    _CURRENT.precision = pretrain_precision(device)
+    try:
+        with fp32() if _CURRENT.precision == "fp32" else contextlib.nullcontext():
+            yield
+    finally:
+        _CURRENT.precision = saved
 
 
 def autocast(device: torch.device):
@@ -127,6 +165,7 @@ def maybe_compile(model: nn.Module) -> nn.Module:
 def describe(device: torch.device) -> dict[str, object]:
     return {
         "precision": precision(device),
+        "pretrain_precision": pretrain_precision(device),
         "channels_last": channels_last(device),
         "compile": _CURRENT.compile,
     }

@@ -28,7 +28,7 @@ import sys
 from pathlib import Path
 
 from bench.errors import BenchError
-from bench.run import add_location_args, add_slurm_args, parse_seeds
+from bench.run import add_location_args, add_pretrain_precision_arg, add_slurm_args, parse_seeds
 
 
 def parser() -> argparse.ArgumentParser:
@@ -75,6 +75,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, help="search workers (default: one per CPU core)")
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
+    add_pretrain_precision_arg(p)
     p.add_argument("--search-only", action="store_true", help="stop after the search")
     p.add_argument("--no-report", action="store_true", help="do not build OUT/report")
     add_slurm_args(p)
@@ -327,6 +328,7 @@ def _tune(args) -> int:
         download=args.download,
         device=device,
         precision=args.precision,
+        pretrain_precision=args.pretrain_precision,
     )
     specs = _specs(args)
     if not specs:

@@ -195,7 +195,7 @@ def search_oracle(spec: RunSpec, carved, forgotten: torch.Tensor, env) -> dict[s
         "forgotten": positions_digest(forgotten),
         "train_code": TRAIN_CODE_VERSION,
         "normalize": spec.normalize,
-        "precision": runtime.precision(env.device),
+        "precision": runtime.pretrain_precision(env.device),
     }
     key = stable_hash(ident)
     path = Path(env.cache) / "tune-oracle" / f"oracle-{key}.pt"
@@ -208,7 +208,8 @@ def search_oracle(spec: RunSpec, carved, forgotten: torch.Tensor, env) -> dict[s
             model = fresh_model(bundle, spec.arch, ORACLE_SEED, normalize=spec.normalize)
             model.to(env.device)
             retain = train_all.subset(retain_positions(len(carved.train), forgotten))
-            train(model, retain, spec.recipe, ORACLE_SEED)
+            with runtime.shared(env.device):
+                train(model, retain, spec.recipe, ORACLE_SEED)
             blob = {"train": _scores(predict(model, train_all), train_all.targets)}
             blob["val"] = _scores(predict(model, val), val.targets)
             save_entry(blob, path, key)
@@ -249,7 +250,7 @@ def trial(
     from bench.protocol import pretrained_with_artifacts, resolve_hparams
 
     spec = setup.spec
-    runtime.configure(env.precision, env.compile)
+    runtime.configure(env.precision, env.compile, env.pretrain_precision)
     hp = make_hparams(spec.method, {**spec.hparams_dict, **hp_values})
     needs = method_needs(spec.method, hp)
     entry = METHODS.entry(spec.method)
