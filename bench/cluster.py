@@ -264,7 +264,9 @@ def queue_states() -> dict[str, str] | None:
     return states
 
 
-def _job_state(job_id: str, states: dict[str, str]) -> str | None:
+def job_state(job_id: str, states: dict[str, str]) -> str | None:
+    """``job_id``'s state in ``states`` (:func:`queue_states`), ``None`` when it has left the
+    queue; a task of an array also matches its compressed pending row (``123_[4-9]``)."""
     if job_id in states:
         return states[job_id]
     # a pending array whose tasks squeue shows compressed, e.g. "123_[4-9]"
@@ -290,7 +292,7 @@ def live_work(out: Path, states: dict[str, str] | None) -> dict[str, tuple[str, 
         return {}
     live: dict[str, tuple[str, str]] = {}
     for row in load_submissions(out):
-        state = _job_state(row["job_id"], states)
+        state = job_state(row["job_id"], states)
         if state is None:
             continue
         for key in (*row.get("runs", ()), *row.get("units", ())):
@@ -394,7 +396,7 @@ def wait(job_ids: Sequence[str], out: Path, specs: Sequence[RunSpec], poll: floa
         states = queue_states()
         if states is None:
             raise BenchError("squeue stopped answering while waiting; the jobs may still run")
-        alive = [j for j in job_ids if _job_state(j, states) is not None]
+        alive = [j for j in job_ids if job_state(j, states) is not None]
         done = sum(run_status(out, s.run_id) == "done" for s in specs)
         line = f"waiting: {len(alive)} job(s) in the queue, {done}/{len(specs)} runs done"
         if line != last:

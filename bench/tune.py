@@ -241,13 +241,13 @@ def _workers_file(out: Path) -> Path:
 
 def live_search_workers(out: Path) -> list[str]:
     """The search workers of the last ``--executor slurm`` submission still in the queue."""
-    from bench.cluster import _job_state, queue_states
+    from bench.cluster import job_state, queue_states
 
     path = _workers_file(out)
     if not path.exists():
         return []
     states = queue_states() or {}
-    return [j for j in json.loads(path.read_text()) if _job_state(j, states)]
+    return [j for j in json.loads(path.read_text()) if job_state(j, states)]
 
 
 def studies_left(setups, root: Path, budget) -> list:

@@ -133,12 +133,12 @@ def test_slurm_options():
 
 def test_job_state_reads_expanded_and_compressed_array_ids():
     states = {"12_0": "RUNNING", "12_[3-5,9%2]": "PENDING", "13": "PENDING"}
-    assert cluster._job_state("12_0", states) == "RUNNING"
-    assert cluster._job_state("12_4", states) == "PENDING"
-    assert cluster._job_state("12_9", states) == "PENDING"
-    assert cluster._job_state("12_6", states) is None
-    assert cluster._job_state("13", states) == "PENDING"
-    assert cluster._job_state("14", states) is None
+    assert cluster.job_state("12_0", states) == "RUNNING"
+    assert cluster.job_state("12_4", states) == "PENDING"
+    assert cluster.job_state("12_9", states) == "PENDING"
+    assert cluster.job_state("12_6", states) is None
+    assert cluster.job_state("13", states) == "PENDING"
+    assert cluster.job_state("14", states) is None
 
 
 def test_run_lock_is_exclusive_and_execute_skips_a_held_run(env):
