@@ -4,7 +4,8 @@
 #   1. tests/test_cuda_sync.py: hot loops make no host synchronization (sync-debug mode "error");
 #   2. bf16 vs fp32 on CUDA: the smoke suite's retrain, finetune, nabla_tau, mnemonic and the
 #      L2UL family under --precision fp32 and bf16, paired by scripts/compare_precision.py
-#      (test accuracy within 3 points, steps within 3 %);
+#      (test accuracy within 3 points, steps within 3 %); both unlearn an fp32-trained original
+#      (--pretrain-precision's default), so that the pair compares the methods' precision;
 #   3. a one-seed l2ul-cifar10 (ResNet-18, the paper's recipe and attack, k = 16, the five
 #      D_f-only methods; retraining is left out: it is a 200-epoch pretraining per run);
 #   4. the benchmarks (pytest-benchmark; GPU throughput, FLOP/s and fraction of the bf16 peak),
