@@ -22,7 +22,16 @@ LISTABLE = ("methods", "datasets", "archs", "suites", "metrics")
 MAX_SEED = 2**32 - 1
 
 
-def add_pretrain_precision_arg(p: argparse.ArgumentParser) -> None:
+def add_precision_args(p: argparse.ArgumentParser) -> None:
+    """``--precision`` and ``--pretrain-precision`` (``bench.runtime``): the same options for
+    ``bench.run`` and ``bench.tune``."""
+    p.add_argument(
+        "--precision",
+        default="auto",
+        choices=["auto", "fp32", "bf16"],
+        help="of the methods and the evaluation. auto (default): bf16 autocast on CUDA, fp32 "
+        "on the CPU (recorded with each run)",
+    )
     p.add_argument(
         "--pretrain-precision",
         default="fp32",
@@ -155,14 +164,7 @@ def parser() -> argparse.ArgumentParser:
         help="after submitting, wait for the jobs and print the summary",
     )
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
-    p.add_argument(
-        "--precision",
-        default="auto",
-        choices=["auto", "fp32", "bf16"],
-        help="of the methods and the evaluation. auto (default): bf16 autocast on CUDA, fp32 "
-        "on the CPU (recorded with each run)",
-    )
-    add_pretrain_precision_arg(p)
+    add_precision_args(p)
     p.add_argument(
         "--compile",
         action="store_true",

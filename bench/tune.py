@@ -28,7 +28,7 @@ import sys
 from pathlib import Path
 
 from bench.errors import BenchError
-from bench.run import add_location_args, add_pretrain_precision_arg, add_slurm_args, parse_seeds
+from bench.run import add_location_args, add_precision_args, add_slurm_args, parse_seeds
 
 
 def parser() -> argparse.ArgumentParser:
@@ -74,8 +74,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--executor", default="local", choices=["local", "debug", "slurm"])
     p.add_argument("--workers", type=int, help="search workers (default: one per CPU core)")
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
-    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
-    add_pretrain_precision_arg(p)
+    add_precision_args(p)
     p.add_argument("--search-only", action="store_true", help="stop after the search")
     p.add_argument("--no-report", action="store_true", help="do not build OUT/report")
     add_slurm_args(p)

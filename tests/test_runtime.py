@@ -101,6 +101,7 @@ def test_bf16_runs_start_from_the_fp32_original_unless_asked(tmp_path, monkeypat
     one under autocast, under a key of its own, and says so in the run's metadata."""
     import bench.protocol as protocol
     from bench.data import carve, load_dataset
+    from bench.spec import Recipe
 
     seen = []
     real_train = protocol.train
@@ -110,8 +111,6 @@ def test_bf16_runs_start_from_the_fp32_original_unless_asked(tmp_path, monkeypat
         return real_train(*args, **kwargs)
 
     monkeypatch.setattr(protocol, "train", spy)
-    from bench.spec import Recipe
-
     spec = tiny_spec("finetune", k=8, seed=1, recipe=Recipe(epochs=2, batch_size=32, lr=0.05))
     cache = tmp_path / "cache"
     models, keys = {}, {}
