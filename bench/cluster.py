@@ -8,16 +8,18 @@ A launch submits three stages, each a job array packed with ``executor.batch()``
    failed preparation makes its runs fail and be recorded as failed, and the rest go on);
 3. ``report``: ``reports.build`` after stage 2.
 
-Fault tolerance. Every task is a ``submitit.helpers.Checkpointable``: on preemption or timeout
-(SIGUSR2 from ``--signal``) submitit requeues it with the same arguments, and a requeued task
-(also after ``scontrol requeue``) skips the runs whose records are done. A run holds an
-exclusive lock while it runs (``bench.protocol.run_lock``) and writes its record atomically at
-the end, so a killed run leaves nothing and is simply run again, and two jobs never run the same
-run at once. A relaunch submits only what is neither done nor in a live job: launches are
-remembered in ``OUT/slurm/submissions.jsonl`` and live jobs are read from ``squeue``.
+Fault tolerance. Every task (``bench.slurm_tasks``) is a ``submitit.helpers.Checkpointable``: on
+preemption or timeout (SIGUSR2 from ``--signal``) submitit requeues it with the same arguments,
+and a requeued task (also after ``scontrol requeue``) skips the runs whose records are done. A run
+holds an exclusive lock while it runs (``bench.protocol.run_lock``) and writes its record
+atomically at the end, so a killed run leaves nothing and is simply run again, and two jobs never
+run the same run at once. A relaunch submits only what is neither done nor in a live job: launches
+are remembered in ``OUT/slurm/submissions.jsonl`` and live jobs are read from ``squeue``.
 
 The executor is ``submitit.SlurmExecutor``, named explicitly (``AutoExecutor`` would pick SLURM
-or not depending on whether ``sbatch`` is on the PATH).
+or not depending on whether ``sbatch`` is on the PATH). submitit is imported only by a launch, so
+that local runs, ``--status`` and ``--dry-run`` work where it is not installed (an offline GPU
+node).
 """
 
 from __future__ import annotations
@@ -26,7 +28,6 @@ import getpass
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -35,10 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import submitit
-
-from bench.errors import BenchError
-from bench.plan import Plan, Unit, chunks, effective_runs_per_job
+from bench.errors import BenchError, require
+from bench.plan import Plan, chunks, effective_runs_per_job
 from bench.records import run_status
 from bench.spec import RunSpec
 
@@ -81,70 +80,6 @@ class JobEnv:
             pretrain_precision=self.pretrain_precision,
             save_model=self.save_model,
         )
-
-
-class PrepareTask(submitit.helpers.Checkpointable):
-    """Stage 1: build (or find cached) shared models."""
-
-    def __call__(self, units: list[Unit], jenv: JobEnv) -> list[dict[str, Any]]:
-        from bench.protocol import prepare
-
-        env = jenv.make()
-        return [prepare(u, env) for u in units]
-
-
-class RunTask(submitit.helpers.Checkpointable):
-    """Stage 2: runs, each skipped when done; a failing run is recorded and the rest go on.
-
-    SLURM announces a requeue or a preemption with SIGTERM and kills the job ``KillWait``
-    seconds later; the task then starts no further run (submitit itself ignores SIGTERM), so
-    that the requeued job does them."""
-
-    def __call__(self, specs: list[RunSpec], jenv: JobEnv) -> dict[str, str]:
-        from bench.protocol import execute
-
-        env = jenv.make()
-        out: dict[str, str] = {}
-        with _StopOnTerm() as stop:
-            for s in specs:
-                if stop.requested:
-                    out[s.run_id] = "not started (SIGTERM)"
-                    continue
-                out[s.run_id] = execute(s, env)
-                print(f"run {s.run_id} ({s.method}): {out[s.run_id]}", flush=True)
-        return out
-
-
-class _StopOnTerm:
-    """Sets ``requested`` on SIGTERM (in the main thread; elsewhere it does nothing)."""
-
-    def __init__(self) -> None:
-        self.requested = False
-        self._previous = None
-
-    def _handler(self, signum, frame) -> None:
-        self.requested = True
-        print("SIGTERM: no new run is started; the requeued job does the rest", flush=True)
-
-    def __enter__(self) -> _StopOnTerm:
-        try:
-            self._previous = signal.signal(signal.SIGTERM, self._handler)
-        except ValueError:  # not the main thread
-            self._previous = None
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGTERM, self._previous)
-
-
-class ReportTask(submitit.helpers.Checkpointable):
-    """Stage 3: the report of everything under the output root."""
-
-    def __call__(self, out: str) -> list[str]:
-        from reports.build import build
-
-        return [str(p) for p in build(Path(out))]
 
 
 @dataclass
@@ -329,6 +264,9 @@ def launch(plan: Plan, jenv: JobEnv, opts: SlurmOptions, out: Path, report: bool
             "--executor slurm needs SLURM's sbatch on the PATH (run on a login node; for a "
             "local single-node SLURM: sudo bash scripts/slurm-local.sh); --dry-run works anywhere"
         )
+    submitit = require("submitit", "--executor slurm")
+    from bench.slurm_tasks import PrepareTask, ReportTask, RunTask
+
     out = Path(out)
     states = queue_states() or {}
     live = live_work(out, states)

@@ -26,3 +26,19 @@ class DiskFullError(BenchError):
     """A record or cache file could not be written because its disk is full, over quota or
     read-only. The message names the file and the free space; the suite stops launching runs
     (finished records are kept) and the CLI exits with status 2."""
+
+
+def require(module: str, feature: str):
+    """Import and return the optional dependency ``module`` that ``feature`` needs, or raise a
+    :class:`BenchError` that says how to install it. submitit (SLURM) and optuna (tuning) are
+    optional at run time: a node without them (an offline GPU node) still runs suites locally."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise BenchError(
+            f"{feature} needs {module}, which is not installed here: pip install {module} "
+            f"(offline: pip install --no-index --find-links <wheel folder> {module}; see "
+            "scripts/gpu-prepare.sh)"
+        ) from None

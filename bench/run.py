@@ -15,7 +15,7 @@ import signal
 import sys
 from pathlib import Path
 
-from bench.errors import BenchError
+from bench.errors import BenchError, require
 
 LISTABLE = ("methods", "datasets", "archs", "suites", "metrics")
 #: largest seed: every generator the runs seed (torch, numpy, scikit-learn) takes 0..2**32-1
@@ -446,6 +446,8 @@ def check_args(args: argparse.Namespace) -> None:
     from bench.cluster import parse_extra
 
     parse_extra(args.slurm_extra)
+    if args.executor == "slurm" and not getattr(args, "dry_run", False):
+        require("submitit", "--executor slurm")  # before any work, not at the launch
 
 
 def check_writable_dir(path: Path, what: str) -> None:

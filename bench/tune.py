@@ -27,7 +27,7 @@ import os
 import sys
 from pathlib import Path
 
-from bench.errors import BenchError
+from bench.errors import BenchError, require
 from bench.run import add_location_args, add_precision_args, add_slurm_args, parse_seeds
 
 
@@ -213,7 +213,7 @@ def _search_local(setups, env, budget, pruner: str, workers: int) -> None:
 
 
 def _search_slurm(args, setups, env, budget) -> list[str]:
-    import submitit
+    submitit = require("submitit", "bench.tune --executor slurm")
 
     from bench.cluster import options_from_args
 
@@ -301,6 +301,9 @@ def study_summary(setup, budget, root: Path) -> dict:
 
 
 def _tune(args) -> int:
+    require("optuna", "bench.tune")  # the search; before any work
+    if args.executor == "slurm":
+        require("submitit", "bench.tune --executor slurm")
     import torch
 
     from bench.data import data_root

@@ -16,21 +16,44 @@
 # first one stopped. Numbers are printed at the end and kept under $OUT (default
 # results/gpu-check).
 #
-# Data: the CIFAR-10 JPEG copy, a folder holding cifar10-jpeg/ (default: data/ in this
-# checkout, git-ignored; copy ../shared/data/cifar10-jpeg there and carry it to the machine).
+# Offline GPU nodes: run scripts/gpu-prepare.sh first, on a machine with network access. It fills
+# the git-ignored offline/ with the wheels of what a stock PyTorch image lacks (submitit, optuna
+# and their dependencies, for CPython 3.12) and the CIFAR-10 JPEG copy; carry offline/ along.
+# This script installs the missing packages from offline/wheels with pip --no-index --target
+# offline/site (no network), and reads the data from offline/cifar10-jpeg.
 #
-#   BENCH_DATA=data bash scripts/gpu-check.sh
+#   bash scripts/gpu-check.sh                    # offline/ from gpu-prepare.sh
+#   BENCH_DATA=data bash scripts/gpu-check.sh    # another folder holding cifar10-jpeg/
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
 OUT=${OUT:-results/gpu-check}
-export BENCH_DATA=${BENCH_DATA:-data}
+OFFLINE=${OFFLINE:-offline}
+if [ -z "${BENCH_DATA:-}" ]; then
+  if [ -d "$OFFLINE/cifar10-jpeg" ]; then BENCH_DATA=$OFFLINE; else BENCH_DATA=data; fi
+fi
+export BENCH_DATA
 T_TESTS=${T_TESTS:-60}
 T_SMOKE=${T_SMOKE:-60}
 T_SUITE=${T_SUITE:-210}
 T_BENCH=${T_BENCH:-110}
 mkdir -p "$OUT"
 status=0
+
+# Offline installs: the wheels from gpu-prepare.sh of every distribution this Python lacks,
+# without the network and without touching the image's own packages (--target, --no-deps).
+if ! python3 -c 'import submitit, optuna' 2>/dev/null; then
+  if [ -d "$OFFLINE/wheels" ]; then
+    mapfile -t wheels < <(python3 scripts/missing_wheels.py "$OFFLINE/wheels")
+    echo "gpu-check: installing ${#wheels[@]} wheel(s) from $OFFLINE/wheels into $OFFLINE/site"
+    python3 -m pip install --quiet --disable-pip-version-check --no-index --no-deps \
+      --target "$OFFLINE/site" "${wheels[@]}" || echo "gpu-check: offline install failed" >&2
+  fi
+  export PYTHONPATH="$PWD/$OFFLINE/site${PYTHONPATH:+:$PYTHONPATH}"
+  python3 -c 'import submitit, optuna' \
+    || echo "gpu-check: submitit/optuna unavailable; local runs need neither" >&2
+fi
+python3 -c 'import sys, torch; print(f"gpu-check: Python {sys.version.split()[0]}, torch {torch.__version__}")'
 
 if ! python3 -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)'; then
   echo "gpu-check: no CUDA device here; nothing to check" >&2
