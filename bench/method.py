@@ -28,6 +28,7 @@ from torch import nn
 
 from bench.data import View
 from bench.errors import BenchError
+from bench.reference import check_references
 from bench.registry import Registry, load_entry_point_methods
 from bench.spec import Recipe
 
@@ -65,11 +66,18 @@ def register_method(
     pretraining hyperparameter such as a mixing rate can vary per run); the name is part of the
     pretraining cache key (:func:`method_special_pretraining`). Other keywords are stored as
     metadata; conventional ones: ``citation``, ``reference`` (URL of the reference
-    implementation), ``quick_hp`` (hyperparameter overrides that make the method run in about a
-    second on the tests' toy data).
+    implementation), ``references`` (:class:`bench.reference.Reference` records: repository,
+    commit, file and conformance test), ``deviations`` (strings: the known deviations from
+    those references), ``no_reference`` (why a method has none), ``quick_hp``
+    (hyperparameter overrides that make the method run in about a second on the tests' toy
+    data).
     """
     if not (dataclasses.is_dataclass(hparams) and hparams.__dataclass_params__.frozen):
         raise BenchError(f"method {name!r}: hparams must be a frozen dataclass")
+    if "references" in meta:
+        meta["references"] = check_references(meta["references"])
+    if isinstance(meta.get("deviations"), str):
+        meta["deviations"] = (meta["deviations"],)
 
     def deco(fn: Callable) -> Callable:
         METHODS.add(
