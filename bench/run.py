@@ -529,6 +529,9 @@ def _describe(reg, name: str) -> str:
     """``name  key=value ...  first docstring line`` for ``--list X -v``."""
     entry = reg.entry(name)
     meta = {k: v for k, v in entry.meta.items() if isinstance(v, (str, int, float)) and v != ""}
+    if entry.meta.get("references"):  # the Reference lines below say it with the commit
+        meta.pop("reference", None)
+    meta.pop("no_reference", None)
     desc = (
         meta.pop("description", "")
         or meta.pop("summary", "")
@@ -536,7 +539,12 @@ def _describe(reg, name: str) -> str:
     )
     first = desc.splitlines()[0] if desc else ""
     tags = "  ".join(f"{k}={v}" for k, v in meta.items())
-    return f"{name:22s} {tags}  {first}".rstrip()
+    line = f"{name:22s} {tags}  {first}".rstrip()
+    if reg.kind in ("method", "metric"):  # the reference code at a commit, and the deviations
+        from bench.reference import describe
+
+        line = "\n".join([line, *describe(entry.meta)])
+    return line
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from bench.l2ul import AdvFields, L2ULFields, unlearn
 from bench.method import register_method
+from bench.reference import Reference
 
 
 @dataclass(frozen=True)
@@ -22,6 +23,32 @@ class AdvOnlyHP(L2ULFields, AdvFields):
     hparams=AdvOnlyHP,
     needs=("forget",),
     citation="Cha et al., AAAI 2024 (L2UL), case 2 (adversarial examples only)",
+    references=(
+        Reference(
+            "csm9493/L2UL",
+            "5fb777b",
+            "main_unlearn_cifar10_mixed_label_resnet18.py: case 2; utils.py@b8b335b: adv_attack",
+            conformance="tests/conformance/test_l2ul_csm9493.py",
+        ),
+    ),
+    deviations=(
+        (
+            "adversarial targets never equal y (target_label_range='all'); 'first10' reproduces "
+            "the published runs' draw from {0..9} with fallback class 5"
+        ),
+        (
+            "the cap is max_epochs passes/epochs; the reference's `if max_iter < j` runs max_iter "
+            "+ 1 (set max_epochs=1001 to match)"
+        ),
+        (
+            "union_batch=True (off by default) makes one pass over the concatenated batch: a "
+            "different method under BatchNorm"
+        ),
+        (
+            "objective=relabel (+CE towards a fixed y* != y, stop when all of D_f is predicted as "
+            "y*) is a project option (spec section 5), not in the reference"
+        ),
+    ),
 )
 def adv_only(model, data, hp: AdvOnlyHP, ctx):
     """Minimise L = -(n_f/(n_f+n_a)) CE(g(x_f), y_f) + (n_a/(n_f+n_a)) CE(g(x_a), y_a) using only

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from bench.l2ul import L2ULFields, MASFields, unlearn
 from bench.method import register_method
+from bench.reference import Reference
 
 
 @dataclass(frozen=True)
@@ -20,6 +21,33 @@ class MasOnlyHP(L2ULFields, MASFields):
     hparams=MasOnlyHP,
     needs=("forget",),
     citation="Cha et al., AAAI 2024 (L2UL), importance-only ablation",
+    references=(
+        Reference(
+            "csm9493/L2UL",
+            "b8b335b",
+            "utils.py: estimate_parameter_importance",
+            role="MAS importance only; the ablation itself is not in the reference code",
+            conformance=(
+                "tests/conformance/test_l2ul_csm9493.py::test_mas_importance_accumulates_like_the_"
+                "reference"
+            ),
+        ),
+    ),
+    deviations=(
+        (
+            "the loss is inferred from the paper by removing L2UL's adversarial term (spec section"
+            " 5): no reference loop"
+        ),
+        "constant-importance tensors get penalty weight 1 instead of the reference's NaN",
+        (
+            "the cap is max_epochs passes/epochs; the reference's `if max_iter < j` runs max_iter "
+            "+ 1 (set max_epochs=1001 to match)"
+        ),
+        (
+            "objective=relabel (+CE towards a fixed y* != y, stop when all of D_f is predicted as "
+            "y*) is a project option (spec section 5), not in the reference"
+        ),
+    ),
 )
 def mas_only(model, data, hp: MasOnlyHP, ctx):
     """Minimise -CE(g(x_f), y_f) + lam * sum_i (1 - Omega_i)(theta_i - theta0_i)^2 / 2 (Cha et

@@ -10,6 +10,7 @@ import torch
 from bench import mnemonic as mn
 from bench.errors import BenchError
 from bench.method import register_method
+from bench.reference import Reference
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,34 @@ def _special(hp: MnemonicHP) -> str:
     citation="Yamashita, Yamada & Shibata, One-Shot Machine Unlearning with Mnemonic Code, "
     "ACML 2024 (arXiv 2306.05670)",
     reference="https://github.com/tomyamkum/OneShotMU-with-MNCode",
+    references=(
+        Reference(
+            "tomyamkum/OneShotMU-with-MNCode",
+            "b62107892948db7bde72927fa2eed40b6c43e21c",
+            "utils.py: get_fishers, test_with_MNCodes; main.py: forget",
+            conformance="tests/conformance/test_mnemonic_oneshotmu.py",
+        ),
+    ),
+    deviations=(
+        (
+            "codes in pixel space by default (the reference's MNIST codes); code_space='input' "
+            "gives its CIFAR codes, used by the mnemonic-cifar10* suites"
+        ),
+        (
+            "code and mixing draws from their own seeded generators (reference: global torch RNG "
+            "and unseeded numpy)"
+        ),
+        (
+            "Fisher ratio, alpha and candidates in float64, cast back (reference float32): "
+            "parameters agree to 1e-6 relative"
+        ),
+        "candidates scored on all codes in one eval-mode batch, always in fp32 (same predictions)",
+        "one class at a time (the reference's --forget_idx takes a list)",
+        (
+            "parameters without gradient are left out; a tensor with all-infinite log ratios gets "
+            "eta = 1 (the reference would fail)"
+        ),
+    ),
     forget_kinds=("class",),
     # toy (synthetic 8x8, 4 classes, smallcnn, 12 epochs): lambda1 1e-3, lambda2 3 takes class
     # 0 to ~0 % test accuracy and keeps the others near their level (grid 1e-4..1 x 0.3..100)

@@ -14,6 +14,7 @@ from bench import runtime
 from bench.data import View
 from bench.errors import BenchError
 from bench.method import hparam, register_method
+from bench.reference import Reference
 from bench.study import LogUniform
 
 BN_MODES = ("eval", "train")
@@ -196,6 +197,34 @@ SEARCH = {
     citation="Trippa, Campagnano, Bucarelli, Tolomei, Silvestri: Nabla-tau: Gradient-based and "
     "Task-Agnostic machine Unlearning, arXiv 2403.14339 (2024)",
     reference=REFERENCE,
+    references=(
+        Reference(
+            "dnl-trpp/Nabla-Tau",
+            "1012093bbaf445e683d4dc40794ef0a611fb91bf",
+            "Unlearning_main_Cifar10.ipynb: cells 5-6 (unlearning); "
+            "Unlearning_main_experiments_split_and_alpha.ipynb: cell 4 (BN train mode)",
+            conformance="tests/conformance/test_nabla_tau_notebooks.py",
+        ),
+    ),
+    deviations=(
+        (
+            "split = |D_f| / (|D_f| + |D_r|) as the method sees them (the notebooks pass their "
+            "SPLIT constant)"
+        ),
+        (
+            "batches shuffled by one randperm per pass from the run's generator (notebooks: "
+            "DataLoaders on one seeded generator; same distribution, other order)"
+        ),
+        "the D_r iterator restarts early if it runs out (R < F, where the notebooks crash)",
+        (
+            "alpha and the LR factor in closed form (the notebooks update them recursively: equal "
+            "up to rounding)"
+        ),
+        (
+            "the notebooks' per-epoch MIA/accuracy traces are not computed; images only (no "
+            "GoEmotions variant)"
+        ),
+    ),
     weak_unlearning=True,
     quick_hp={"batch_size": 32},
 )

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bench.method import hparam, register_method
+from bench.reference import Reference
 from methods.nabla_tau import REFERENCE, batch_count, unlearning_loop
 
 
@@ -46,6 +47,24 @@ def finetune_epoch_count(n_retain_batches: int, n_forget_batches: int, compute: 
     needs=("forget", "retain"),
     citation="Trippa et al., Nabla-tau, arXiv 2403.14339 (2024): fine-tuning baseline",
     reference=REFERENCE,
+    references=(
+        Reference(
+            "dnl-trpp/Nabla-Tau",
+            "1012093bbaf445e683d4dc40794ef0a611fb91bf",
+            "Unlearning_main_Cifar10.ipynb: cell 8 (unlearning with start_alpha=0)",
+            conformance="tests/conformance/test_nabla_tau_notebooks.py",
+        ),
+    ),
+    deviations=(
+        (
+            "in BN eval mode the forget batch is not forwarded (the notebooks multiply its loss by"
+            " 0: no effect on the model)"
+        ),
+        (
+            "no L_v (unused at alpha 0); batch order, the R < F guard and closed-form LR factors "
+            "as in nabla_tau"
+        ),
+    ),
     retain_only=True,  # forgets only through training on D_r
     quick_hp={"batch_size": 32},
 )

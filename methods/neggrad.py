@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from bench.l2ul import L2ULFields, unlearn
 from bench.method import register_method
+from bench.reference import Reference
 from bench.study import IntRange, LogUniform
 
 
@@ -28,6 +29,24 @@ SEARCH = {"lr": LogUniform(1e-5, 1e-1), "max_epochs": IntRange(1, 1000, log=True
     search=SEARCH,
     needs=("forget",),
     citation="Cha et al., AAAI 2024 (L2UL), baseline case 1",
+    references=(
+        Reference(
+            "csm9493/L2UL",
+            "5fb777b",
+            "main_unlearn_cifar10_mixed_label_resnet18.py: case 1; utils.py@b8b335b: naive_train",
+            conformance="tests/conformance/test_l2ul_csm9493.py",
+        ),
+    ),
+    deviations=(
+        (
+            "the cap is max_epochs passes/epochs; the reference's `if max_iter < j` runs max_iter "
+            "+ 1 (set max_epochs=1001 to match)"
+        ),
+        (
+            "objective=relabel (+CE towards a fixed y* != y, stop when all of D_f is predicted as "
+            "y*) is a project option (spec section 5), not in the reference"
+        ),
+    ),
 )
 def neggrad(model, data, hp: NegGradHP, ctx):
     """Minimise L = -CE(g(x_f), y_f) over full, unshuffled passes of D_f in train mode; after

@@ -45,6 +45,20 @@ SEARCH = {"lr": LogUniform(1e-5, 1e-1), "max_epochs": IntRange(1, 1000, log=True
     search=SEARCH,
     needs=_needs,
     citation="Golatkar et al. CVPR 2020; Fan et al. ICLR 2024 (RL)",
+    no_reference=(
+        "L2UL's random-label baseline (spec section 5) is not in csm9493/L2UL; the literature's "
+        "RL with D_r, as Unlearn-Saliency runs it, is the `rl` method"
+    ),
+    deviations=(
+        (
+            "the stop rule (D_f accuracy exactly 0 after a pass) and the optimizer are NegGrad's "
+            "(spec section 5)"
+        ),
+        (
+            "objective=relabel (+CE towards a fixed y* != y, stop when all of D_f is predicted as "
+            "y*) is a project option (spec section 5), not in the reference"
+        ),
+    ),
 )
 def random_labels(model, data, hp: RandomLabelsHP, ctx):
     """Minimise CE(g(x_f), y') where y' is drawn uniformly from the classes other than y_f,

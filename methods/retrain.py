@@ -18,6 +18,7 @@ class RetrainHP:
     needs=("forget", "retain"),
     exact=True,
     citation="the gold standard of every unlearning paper",
+    no_reference="training from scratch on D_r with the pretraining recipe (spec section 5)",
 )
 def retrain(model, data, hp, ctx):
     """Train a fresh model with the pretraining recipe on D_r only, from the same initial seed
