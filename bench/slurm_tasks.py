@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import signal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import submitit
 
-from bench.cluster import JobEnv
-from bench.plan import Unit
-from bench.spec import RunSpec
+if TYPE_CHECKING:  # bench.cluster imports this module when it launches
+    from bench.cluster import JobEnv
+    from bench.plan import Unit
+    from bench.spec import RunSpec
 
 
 class PrepareTask(submitit.helpers.Checkpointable):
