@@ -296,3 +296,71 @@ def test_cli_bad_folder_is_one_line_exit_2(tmp_path, capsys):
     assert main(_cli(base, tmp_path, "--method", "finetune", "--forget", "2")) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "\n" not in err and "only in test/: cow" in err
+
+
+# -- links and degenerate folders (fault battery): never silent ---------------------------------
+
+
+def _train_counts(base: Path, tmp_path: Path) -> list[int]:
+    b = load_dataset(f"folder:{base}", _loc(tmp_path))
+    return torch.bincount(b.train.targets, minlength=len(CLASSES)).tolist()
+
+
+def test_a_symlink_loop_is_not_followed_and_is_counted(tmp_path, caplog, capsys):
+    """``train/ant/loop -> ..`` made torchvision's walk read every class ~40 times as ``ant``."""
+    base = tmp_path / "d"
+    _write(base)
+    (base / "train" / "ant" / "loop").symlink_to("..")
+    (base / "train" / "bee" / "self").symlink_to(".")
+    with caplog.at_level("WARNING"):
+        assert _train_counts(base, tmp_path) == [4] * len(CLASSES)
+    assert "skipped 2 link(s) that loop back" in caplog.text
+    # through the CLI: the run goes on with the right labels and says what it skipped once
+    caplog.clear()
+    datasets_mod._LOADED.clear()
+    folder_mod._WARNED.clear()
+    argv = _cli(base, tmp_path, "--method", "finetune", "--forget", "2")
+    with caplog.at_level("WARNING"):
+        assert main([*argv, "--hp", "finetune.epochs=1"]) == 0, capsys.readouterr().err
+    assert caplog.text.count("link(s) that loop back") == 1
+
+
+def test_links_outside_the_root_are_skipped_unless_asked_for(tmp_path, caplog, monkeypatch):
+    base = tmp_path / "d"
+    _write(base)
+    outside = tmp_path / "elsewhere"
+    _write(outside, n={"train": 3}, seed=5)
+    (base / "train" / "ant" / "more").symlink_to(outside / "train" / "ant")
+    (base / "train" / "cat" / "x.png").symlink_to(outside / "train" / "cat" / "00.png")
+    with caplog.at_level("WARNING"):
+        assert _train_counts(base, tmp_path) == [4] * len(CLASSES)
+    assert "2 link(s) that lead outside it" in caplog.text
+    assert folder_mod.FOLLOW_EXTERNAL_ENV in caplog.text
+    monkeypatch.setenv(folder_mod.FOLLOW_EXTERNAL_ENV, "1")
+    datasets_mod._LOADED.clear()
+    counts = _train_counts(base, tmp_path)
+    assert counts[CLASSES.index("ant")] == 7 and counts[CLASSES.index("cat")] == 5
+
+
+def test_links_inside_the_root_are_followed(tmp_path):
+    base = tmp_path / "d"
+    _write(base)
+    store = base / "store"
+    _write(store, n={"train": 2}, seed=3)
+    (base / "train" / "ant" / "extra").symlink_to(store / "train" / "ant")
+    assert _train_counts(base, tmp_path)[CLASSES.index("ant")] == 6
+
+
+def test_a_one_class_folder_is_refused_before_any_work(tmp_path, capsys):
+    base = tmp_path / "d"
+    _write(base)
+    for split in ("train", "test"):
+        for c in CLASSES[1:]:
+            for f in (base / split / c).iterdir():
+                f.unlink()
+            (base / split / c).rmdir()
+    assert main(_cli(base, tmp_path, "--method", "neggrad", "--forget", "2")) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err
+    assert "1 class folder" in err and "at least 2 classes" in err
+    assert not (tmp_path / "out" / "records").exists()

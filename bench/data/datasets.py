@@ -344,7 +344,9 @@ def _image_folder_tensors(
     folder, with ``train_labels``, ``test_labels``, ``class_names``; file ``<class>/<k>.jpg`` is
     the k-th image of that class in the original order): then the original dataset order is
     restored, so forget-set indices match those of torchvision's format."""
-    from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
+    from torchvision.datasets.folder import find_classes
+
+    from bench.data.image_folder import list_samples
 
     classes, idx = find_classes(str(base / "train"))
     if len(classes) != n_classes:
@@ -352,7 +354,7 @@ def _image_folder_tensors(
             f"{base / 'train'} has {len(classes)} class folders; {name} needs "
             f"{n_classes}: point --data-root at a complete {name} export"
         )
-    split_samples = {s: make_dataset(str(base / s), idx, IMG_EXTENSIONS) for s in ("train", "test")}
+    split_samples = {s: list_samples(base / s, idx, base) for s in ("train", "test")}
     for candidate in (order_file, base / f"{name}_labels_original_order.npz"):
         if candidate is not None and candidate.is_file():
             split_samples = original_order(split_samples, candidate)
@@ -413,7 +415,9 @@ def load_imagenet(loc: Locations) -> DatasetBundle:
     streamed from disk: Resize(256) + CenterCrop(224) for evaluation (the L2UL protocol),
     RandomResizedCrop(224) + flip for training."""
     from torchvision import transforms as T
-    from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
+    from torchvision.datasets.folder import find_classes
+
+    from bench.data.image_folder import list_samples
 
     root = loc.root
     base = None
@@ -434,8 +438,7 @@ def load_imagenet(loc: Locations) -> DatasetBundle:
     tr = T.Compose([T.RandomResizedCrop(224), T.RandomHorizontalFlip(), T.ToTensor()])
     workers = min(8, os.cpu_count() or 1)
     splits = [
-        FileSplit(make_dataset(str(base / s), idx, IMG_EXTENSIONS), ev, tr, workers)
-        for s in ("train", "val")
+        FileSplit(list_samples(base / s, idx, base), ev, tr, workers) for s in ("train", "val")
     ]
     return DatasetBundle(
         "imagenet",

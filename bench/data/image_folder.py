@@ -75,6 +75,7 @@ def list_splits(base: Path) -> tuple[list[str], dict[str, list[tuple[str, int]]]
     classes: list[str] = []
     idx: dict[str, int] = {}
     out: dict[str, list[tuple[str, int]]] = {}
+    skipped = Skipped()
     for split in present:
         try:
             names, _ = find_classes(str(base / split))
@@ -84,6 +85,12 @@ def list_splits(base: Path) -> tuple[list[str], dict[str, list[tuple[str, int]]]
             ) from None
         if split == "train":
             classes, idx = names, {c: i for i, c in enumerate(names)}
+            if len(classes) < 2:
+                raise BenchError(
+                    f"{base / split} has {len(classes)} class folder ({_few(classes)}): "
+                    "unlearning needs a classifier of at least 2 classes; add class folders "
+                    f"({_layout(base)})"
+                )
         elif names != classes:
             only_train = sorted(set(classes) - set(names))
             only_here = sorted(set(names) - set(classes))
@@ -96,33 +103,110 @@ def list_splits(base: Path) -> tuple[list[str], dict[str, list[tuple[str, int]]]
                 f"{base}: the class folders of train/ and {split}/ differ ({diff}); every split "
                 f"needs the same class folders: {_layout(base)}"
             )
-        out[split] = _samples(base / split, idx, base)
+        out[split] = list_samples(base / split, idx, base, skipped)
+    if skipped:
+        parts = []
+        if skipped.loops:
+            parts.append(f"{skipped.loops} link(s) that loop back into a folder being read")
+        if skipped.outside:
+            parts.append(
+                f"{skipped.outside} link(s) that lead outside it (set "
+                f"{FOLLOW_EXTERNAL_ENV}=1 to follow those)"
+            )
+        if str(base) not in _WARNED:  # once per process, not once per run
+            _WARNED.add(str(base))
+            log.warning("%s: skipped %s", base, " and ".join(parts))
     return classes, out
 
 
-def _samples(folder: Path, idx: dict[str, int], base: Path) -> list[tuple[str, int]]:
-    from torchvision.datasets.folder import (
-        IMG_EXTENSIONS,
-        has_file_allowed_extension,
-        make_dataset,
-    )
+#: set to 1 to follow links that lead outside a folder dataset's root (a farm of links into a
+#: shared image store); links that loop are never followed
+FOLLOW_EXTERNAL_ENV = "BENCH_FOLDER_FOLLOW_EXTERNAL"
+_WARNED: set[str] = set()
 
-    try:
-        return make_dataset(str(folder), idx, IMG_EXTENSIONS)
-    except FileNotFoundError:  # torchvision: some class folder has no image file
-        empty = [
-            c
-            for c in idx
-            if not any(
-                has_file_allowed_extension(f, IMG_EXTENSIONS)
-                for _, _, files in os.walk(folder / c, followlinks=True)
-                for f in files
-            )
-        ]
+
+@dataclass
+class Skipped:
+    """Links a listing did not follow: ``loops`` (a directory link to a folder already being
+    walked) and ``outside`` (a link that resolves outside the dataset's root)."""
+
+    loops: int = 0
+    outside: int = 0
+
+    def __bool__(self) -> bool:
+        return bool(self.loops or self.outside)
+
+
+def _inside(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def safe_walk(top: Path, root: Path, skipped: Skipped):
+    """``os.walk(top, followlinks=True)`` that never follows a directory link into a folder it
+    is already inside (a loop) nor, unless ``BENCH_FOLDER_FOLLOW_EXTERNAL=1``, a link that
+    resolves outside ``root``; file links outside ``root`` are dropped likewise. What it skips
+    is counted in ``skipped``. Yields ``(dirpath, filenames)``."""
+    real_root = os.path.realpath(root)
+    external = os.environ.get(FOLLOW_EXTERNAL_ENV) == "1"
+    stack: dict[str, tuple[str, ...]] = {}  # walked dir -> the real paths of its ancestors
+    for dirpath, dirnames, filenames in os.walk(top, followlinks=True):
+        real = os.path.realpath(dirpath)
+        chain = (*stack.get(dirpath, ()), real)
+        keep = []
+        for d in dirnames:
+            full = os.path.join(dirpath, d)
+            target = os.path.realpath(full)
+            if target in chain or any(_inside(c, target) for c in chain):
+                skipped.loops += 1  # a link back to this folder or to one above it
+            elif os.path.islink(full) and not external and not _inside(target, real_root):
+                skipped.outside += 1
+            else:
+                keep.append(d)
+                stack[full] = chain
+        dirnames[:] = keep
+        files = []
+        for f in filenames:
+            full = os.path.join(dirpath, f)
+            if (
+                os.path.islink(full)
+                and not external
+                and not _inside(os.path.realpath(full), real_root)
+            ):
+                skipped.outside += 1
+                continue
+            files.append(f)
+        yield dirpath, files
+
+
+def list_samples(
+    folder: Path, idx: dict[str, int], base: Path, skipped: Skipped | None = None
+) -> list[tuple[str, int]]:
+    """``(path, label)`` of every image file under ``folder/<class>/``, in torchvision's
+    ``make_dataset`` order (class, then the sorted walk, then the sorted file names), through
+    :func:`safe_walk` (torchvision's own walk follows every link, loops included)."""
+    from torchvision.datasets.folder import IMG_EXTENSIONS, has_file_allowed_extension
+
+    skipped = Skipped() if skipped is None else skipped
+    out: list[tuple[str, int]] = []
+    empty = []
+    for c in sorted(idx, key=idx.get):
+        target = folder / c
+        if not target.is_dir():
+            continue
+        found = 0
+        for root, fnames in sorted(safe_walk(target, base, skipped)):
+            for fname in sorted(fnames):
+                if has_file_allowed_extension(fname, IMG_EXTENSIONS):
+                    out.append((os.path.join(root, fname), idx[c]))
+                    found += 1
+        if not found:
+            empty.append(c)
+    if empty:
         raise BenchError(
             f"{folder}: class folder(s) {_few(empty)} hold no image file "
             f"({' '.join(IMG_EXTENSIONS)}): add images or remove the folder from every split"
-        ) from None
+        )
+    return out
 
 
 def _few(names: list[str], n: int = 5) -> str:
