@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
+import logging
 import math
 import os
 import socket
@@ -31,6 +33,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.errors import BenchError
+
+log = logging.getLogger(__name__)
 
 #: user attributes Optuna stores with each trial
 SECONDS, DEFAULT, STALE, WORKER, ERROR = "seconds", "default", "stale", "worker", "error"
@@ -150,15 +154,69 @@ def journal_path(root: Path, study: str) -> Path:
 
 
 def storage(path: Path):
-    """Optuna's journal file storage at ``path`` (appends only; safe for several processes)."""
+    """Optuna's journal file storage at ``path`` (appends only; safe for several processes),
+    after :func:`repair_journal`."""
     import optuna
 
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        from optuna.storages.journal import JournalFileBackend
-    except ImportError:  # Optuna < 4.0 named it JournalFileStorage
+        from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
+    except ImportError:  # Optuna < 4.0 named them JournalFileStorage, JournalFileOpenLock
+        from optuna.storages import JournalFileOpenLock
         from optuna.storages import JournalFileStorage as JournalFileBackend
+    if path.exists():
+        lock = JournalFileOpenLock(str(path))  # Optuna's own writer lock: no append under way
+        lock.acquire()
+        try:
+            repair_journal(path)
+        finally:
+            lock.release()
     return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+
+
+def repair_journal(path: Path) -> int:
+    """Drop a torn last record from an Optuna journal (one JSON operation per line): what a
+    kill or a full disk leaves mid-write, which Optuna cannot read (``JSONDecodeError`` on
+    every later load). The dropped bytes are kept beside the journal (``.torn-<time>``) and one
+    warning says so; the search then resumes from the records before it. A damaged record
+    that is not the last one is a :class:`BenchError` naming the line: later records depend
+    on it, so dropping it could change the study. Returns the number of bytes dropped."""
+    data = path.read_bytes()
+    if not data:
+        return 0
+    lines = data.split(b"\n")
+    body, tail = lines[:-1], lines[-1]  # tail: bytes after the last newline (a torn write)
+    bad = [i for i, line in enumerate(body) if not _json_object(line)]
+    if bad and bad[0] < len(body) - 1:
+        raise BenchError(
+            f"tuning journal {path} is damaged at line {bad[0] + 1} of {len(body)} (not the "
+            "last record, so it cannot be dropped safely): move the file aside to restart "
+            "that study's search, or delete that line if you know what it held"
+        )
+    keep = len(data) - len(tail)
+    if bad:  # the last complete line is garbage
+        keep -= len(body[-1]) + 1
+    if keep == len(data):
+        return 0
+    aside = path.with_name(f"{path.name}.torn-{time.strftime('%Y%m%dT%H%M%S')}")
+    aside.write_bytes(data[keep:])
+    os.truncate(path, keep)
+    log.warning(
+        "tuning journal %s: dropped a torn last record (%d bytes, kept in %s); the search "
+        "resumes from the %d records before it",
+        path,
+        len(data) - keep,
+        aside.name,
+        data[:keep].count(b"\n"),
+    )
+    return len(data) - keep
+
+
+def _json_object(line: bytes) -> bool:
+    try:
+        return isinstance(json.loads(line), dict)
+    except ValueError:  # JSONDecodeError and UnicodeDecodeError
+        return False
 
 
 @contextlib.contextmanager

@@ -249,6 +249,18 @@ def live_search_workers(out: Path) -> list[str]:
     return [j for j in json.loads(path.read_text()) if job_state(j, states)]
 
 
+def _check_journals(setups, root: Path) -> None:
+    """Repair a torn last record of every existing journal, or refuse a journal damaged
+    elsewhere (:func:`bench.study.repair_journal`), before any work starts."""
+    from bench.study import journal_path, storage
+    from bench.tuning import study_name
+
+    for setup in setups:
+        path = journal_path(root, study_name(setup.spec, setup.objective))
+        if path.exists():
+            storage(path)
+
+
 def studies_left(setups, root: Path, budget) -> list:
     """The setups whose study has budget left (a missing journal has all of it)."""
     from bench.study import journal_path, load_study, spent
@@ -340,6 +352,7 @@ def _tune(args) -> int:
     validate(specs, env)
     workers = args.workers or default_workers(env.device)
     executor = "local" if args.executor == "slurm" else args.executor
+    _check_journals(setups, out / TUNE_DIR)  # a damaged one: repaired, or refused right here
     print(
         f"tuning {len(setups)} studies of suite {args.suite!r} with {budget.label} each "
         f"(objective {args.objective}, {args.search_seeds} search seed(s), pruner "

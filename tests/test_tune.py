@@ -393,3 +393,77 @@ def test_cpu_budget_clock_counts_this_process_work_not_waiting():
         pass
     worked = device_clock(cpu) - t0
     assert waited < 0.1 and worked > 0.01  # the loop gets some CPU even on busy cores
+
+
+# -- a damaged journal (fault battery) -----------------------------------------------------------
+
+
+def _tune_cli(out: Path, trials: int) -> list[str]:
+    return [
+        "--suite", "tune-digits", "--method", "neggrad", "--forget", "32", "--seeds", "0",
+        "--trials", str(trials), "--out", str(out), "--search-only", "--executor", "debug",
+    ]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def tuned_once(tmp_path_factory):
+    """One 2-trial search through the CLI; each test damages a copy of its output."""
+    from bench.tune import main
+
+    out = tmp_path_factory.mktemp("tuned") / "out"
+    assert main(_tune_cli(out, 2)) == 0
+    return out
+
+
+def _journal(out: Path) -> Path:
+    (path,) = (out / "tune").glob("*.journal")
+    return path
+
+
+@pytest.mark.parametrize("damage", ["torn", "garbage"])
+def test_a_journal_with_a_damaged_last_record_is_repaired_and_the_search_resumes(
+    tuned_once, tmp_path, capsys, caplog, damage
+):
+    """A kill or a full disk mid-write leaves a cut last line: Optuna then raised
+    JSONDecodeError on every later call. Now the record is dropped with one warning."""
+    import shutil
+
+    from optuna.trial import TrialState
+
+    from bench.tune import main
+
+    out = tmp_path / "out"
+    shutil.copytree(tuned_once, out)
+    path = _journal(out)
+    good = path.read_bytes()
+    if damage == "torn":
+        path.write_bytes(good + good.splitlines(keepends=True)[-1][:25])
+    else:
+        path.write_bytes(good + b"\x00garbage{\n")
+    with caplog.at_level("WARNING"):
+        assert main(_tune_cli(out, 3)) == 0, capsys.readouterr().err
+    warnings = [r for r in caplog.records if "torn last record" in r.getMessage()]
+    assert len(warnings) == 1
+    assert list(out.glob("tune/*.journal.torn-*"))  # the dropped bytes are kept aside
+    trials = load_study(out / "tune", path.stem).trials
+    assert sum(t.state == TrialState.COMPLETE for t in trials) == 3
+    assert path.read_bytes().startswith(good)
+
+
+def test_a_journal_damaged_before_its_last_record_is_one_line_exit_2(
+    tuned_once, tmp_path, capsys
+):
+    import shutil
+
+    from bench.tune import main
+
+    out = tmp_path / "out"
+    shutil.copytree(tuned_once, out)
+    path = _journal(out)
+    lines = path.read_bytes().splitlines(keepends=True)
+    lines[1] = b"not json\n"
+    path.write_bytes(b"".join(lines))
+    assert main(_tune_cli(out, 3)) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err
+    assert "damaged at line 2" in err and "move the file aside" in err
