@@ -226,7 +226,24 @@ def load_into(model: nn.Module, sd: Mapping[str, torch.Tensor], what: str = "che
             f"{what} carries the input normalization {file_norm} (means/stds), the run uses "
             f"{run_norm}: pass --normalize {file_norm} to start from it"
         )
+    check_finite(sd, what)
     target.load_state_dict(dict(sd))
+
+
+def check_finite(sd: Mapping[str, torch.Tensor], what: str = "checkpoint") -> None:
+    """One :class:`BenchError` naming the first tensor of ``sd`` that holds a NaN or an infinite
+    value (and how many of its tensors do): such weights cannot be unlearned or scored, and
+    a run from them would fail later with pages of numerical warnings."""
+    bad = [
+        k
+        for k, v in sd.items()
+        if torch.is_tensor(v) and v.is_floating_point() and not torch.isfinite(v).all()
+    ]
+    if bad:
+        raise BenchError(
+            f"{what} has NaN or infinite values in {len(bad)} tensor(s) ({_first(bad)}): it "
+            "cannot be unlearned or scored; check how it was trained or saved"
+        )
 
 
 def _vals(t: torch.Tensor) -> str:

@@ -430,10 +430,15 @@ def test_mnemonic_cannot_start_from_a_checkpoint(byo, capsys, tmp_path):
         pretrained_model(spec, carve(bundle, spec.data), env)
 
 
-@pytest.mark.parametrize("bad", ["missing", "mismatch", "module", "no state dict"])
+@pytest.mark.parametrize("bad", ["missing", "mismatch", "module", "no state dict", "nan", "inf"])
 def test_cli_bad_checkpoint_is_one_line_exit_2_before_any_run(bad, tmp_path, capsys):
     path = tmp_path / "w.pt"
-    if bad == "mismatch":
+    if bad in ("nan", "inf"):  # was accepted: ~70 scikit-learn warnings later, then exit 1
+        sd = _model().net.state_dict()
+        key = next(k for k, v in sd.items() if v.is_floating_point())
+        sd[key].view(-1)[0] = float(bad)
+        torch.save(sd, path)
+    elif bad == "mismatch":
         torch.save(_model(classes=10).net.state_dict(), path)
     elif bad == "module":
         torch.save(_model(), path)
@@ -443,6 +448,8 @@ def test_cli_bad_checkpoint_is_one_line_exit_2_before_any_run(bad, tmp_path, cap
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err
     assert str(path) in err
+    if bad in ("nan", "inf"):
+        assert "NaN or infinite values in 1 tensor(s)" in err
     if bad == "mismatch":
         assert "(--arch smallcnn) does not fit the architecture" in err
         assert "12.weight (10, 128) vs (4, 128)" in err

@@ -253,14 +253,25 @@ def test_pool_metrics_with_replicas(made, capsys, tmp_path):
         (lambda a: [*a, "--pool", "1", "--unlearned", a[3]], "at most 1"),
         (lambda a: _swap(a, "--forget", "300"), "smaller k"),
         ("index", "out of range"),
+        ("index-20-digits", "out of range"),
+        ("nan-original", "NaN or infinite values"),
+        ("inf-unlearned", "NaN or infinite values"),
     ],
 )
 def test_bad_input_one_line_exit_2(made, capsys, tmp_path, change, needle):
     argv = [*_base(made, "--forget", "16"), "--out", str(tmp_path / "o")]
-    if change == "index":
+    if change in ("index", "index-20-digits"):
         bad = tmp_path / "idx.txt"
-        bad.write_text("1 2 256")
+        bad.write_text("1 2 256" if change == "index" else "1 2 12345678901234567890")
         argv = _swap(argv, "--forget", None) + ["--forget-file", str(bad)]
+    elif change in ("nan-original", "inf-unlearned"):
+        flag = "--original" if change == "nan-original" else "--unlearned"
+        sd = torch.load(argv[argv.index(flag) + 1], weights_only=True)
+        sd = sd.get("state_dict", sd)
+        key = next(k for k, v in sd.items() if v.is_floating_point() and v.numel() > 1)
+        sd[key].view(-1)[0] = float("nan" if flag == "--original" else "inf")
+        torch.save(sd, tmp_path / "bad.pt")
+        argv = _swap(argv, flag, str(tmp_path / "bad.pt"))
     else:
         argv = change(argv)
     code, _, err = _eval(argv, capsys)
