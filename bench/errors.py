@@ -3,6 +3,10 @@
 The CLI turns any :class:`BenchError` into one line on stderr and exit status 2.
 """
 
+import argparse
+import sys
+from typing import NoReturn
+
 
 class BenchError(ValueError):
     """Bad input from the user (unknown name, impossible forget size, missing data...)."""
@@ -42,3 +46,12 @@ def require(module: str, feature: str):
             f"(offline: pip install --no-index --find-links <wheel folder> {module}; see "
             "scripts/gpu-prepare.sh)"
         ) from None
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse's parser whose errors are one line on stderr and exit status 2, like every
+    other bad input (argparse prints its whole usage first: 23 lines for ``bench.run``)."""
+
+    def error(self, message: str) -> NoReturn:
+        sys.stderr.write(f"error: {message} (see {self.prog} --help)\n")
+        sys.exit(2)

@@ -36,7 +36,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from bench.errors import BenchError
+from bench.errors import ArgumentParser, BenchError
 
 #: metrics that read the oracle pool; the first three also the unlearned replicas
 POOL_METRICS = ("klom", "challenge_score", "fqs", "ulira")
@@ -48,7 +48,7 @@ FILE_LABEL = "idx={}"
 def parser() -> argparse.ArgumentParser:
     from bench.run import add_location_args
 
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="python -m bench.eval",
         description="Score a model unlearned elsewhere: the harness's metrics on the original "
         "and the unlearned checkpoints, written as ordinary run records (report, retrain gaps, "
@@ -473,7 +473,10 @@ def _pct(v) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    try:
+        args = parser().parse_args(argv)
+    except SystemExit as exc:  # --help (0), or a bad option: one line already on stderr (2)
+        return exc.code if isinstance(exc.code, int) else 2
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",

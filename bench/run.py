@@ -15,7 +15,7 @@ import signal
 import sys
 from pathlib import Path
 
-from bench.errors import BenchError, require
+from bench.errors import ArgumentParser, BenchError, require
 
 LISTABLE = ("methods", "datasets", "archs", "suites", "metrics")
 #: largest seed: every generator the runs seed (torch, numpy, scikit-learn) takes 0..2**32-1
@@ -87,7 +87,7 @@ def add_slurm_args(p: argparse.ArgumentParser) -> argparse._ArgumentGroup:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="python -m bench.run",
         description="Run a machine-unlearning benchmark suite: pretrain (cached) -> forget set -> "
         "unlearn -> evaluate -> records.",
@@ -110,6 +110,13 @@ def parser() -> argparse.ArgumentParser:
         "10%% or frac=0.1, class=3 (whole class)",
     )
     p.add_argument("--seeds", help="seeds: 0,1,2 or 0-4 (default: the suite's)")
+    p.add_argument(
+        "--max-runs",
+        type=int,
+        default=100_000,
+        metavar="N",
+        help="refuse a plan of more than N runs, checked before it is built (default 100000)",
+    )
     p.add_argument(
         "--hp",
         action="append",
@@ -207,17 +214,26 @@ def _registry(kind: str):
     }[kind]
 
 
-def parse_seeds(text: str) -> list[int]:
-    seeds: list[int] = []
+def parse_seeds(text: str, max_runs: int | None = None) -> list[int]:
+    """``0,1,2`` or ``0-4`` (or both). More seeds than ``max_runs`` are refused before they
+    are listed (``--seeds 0-9999999`` used to fill the memory)."""
+    ranges: list[tuple[int, int]] = []
     try:
-        for part in text.split(","):
-            if "-" in part.strip()[1:]:
+        for part in (p.strip() for p in text.split(",")):
+            if "-" in part[1:]:
                 a, b = part.split("-", 1)
-                seeds.extend(range(int(a), int(b) + 1))
-            elif part.strip():
-                seeds.append(int(part))
+                ranges.append((int(a), int(b)))
+            elif part:
+                ranges.append((int(part), int(part)))
     except ValueError:
         raise BenchError(f"cannot read --seeds {text!r}: use 0,1,2 or 0-4") from None
+    n = sum(max(0, b - a + 1) for a, b in ranges)
+    if max_runs is not None and n > max_runs:
+        raise BenchError(
+            f"--seeds {text} lists {n:,} seeds, more than the limit of {max_runs:,} runs: "
+            "narrow --seeds, or raise --max-runs"
+        )
+    seeds = [s for a, b in ranges for s in range(a, b + 1)]
     if not seeds:
         raise BenchError("--seeds is empty: use 0,1,2 or 0-4")
     bad = [s for s in seeds if not 0 <= s <= MAX_SEED]
@@ -254,7 +270,11 @@ def plan(args: argparse.Namespace):
     forgets = None
     if args.forget is not None:
         forgets = [ForgetSpec.parse(f) for f in args.forget.split(",")]
-    seeds = parse_seeds(args.seeds) if args.seeds is not None else None
+    max_runs = getattr(args, "max_runs", None)
+    max_runs = 100_000 if max_runs is None else max_runs
+    if max_runs < 1:
+        raise BenchError(f"--max-runs must be >= 1 (got {max_runs})")
+    seeds = parse_seeds(args.seeds, max_runs) if args.seeds is not None else None
     data_over = {}
     if args.val_fraction is not None:
         data_over["val_fraction"] = args.val_fraction
@@ -275,6 +295,7 @@ def plan(args: argparse.Namespace):
         checkpoint=args.checkpoint or "",
         normalize=normalize,
         data_root=data_root(args.data_root),
+        max_runs=max_runs,
     )
 
 
@@ -482,7 +503,10 @@ def _on_sigterm(signum, frame) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    try:
+        args = parser().parse_args(argv)
+    except SystemExit as exc:  # --help (0), or a bad option: one line already on stderr (2)
+        return exc.code if isinstance(exc.code, int) else 2
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
@@ -561,6 +585,8 @@ def _run(args: argparse.Namespace) -> int:
             device = torch.device(args.device)
         except RuntimeError:
             raise BenchError(f"unknown --device {args.device!r}: use cpu, cuda or cuda:N") from None
+        if device.type not in ("cpu", "cuda"):  # meta, mps, xpu...: not a device runs work on
+            raise BenchError(f"--device {args.device!r} cannot run the suites: use cpu or cuda")
         if device.type == "cuda" and not torch.cuda.is_available() and args.executor != "slurm":
             raise BenchError("--device cuda but no CUDA GPU is visible; use --device cpu")
     else:

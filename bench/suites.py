@@ -32,6 +32,18 @@ DATASET_DEFAULTS: dict[str, tuple[str, Recipe]] = {
 }
 
 
+#: the most runs a plan may hold unless ``--max-runs`` raises it (checked before it is built)
+MAX_RUNS = 100_000
+
+
+def check_size(n: int, max_runs: int) -> None:
+    if n > max_runs:
+        raise BenchError(
+            f"this selection makes {n:,} runs, over the limit of {max_runs:,}: narrow --seeds, "
+            "--method or --forget, or raise --max-runs"
+        )
+
+
 @dataclass(frozen=True)
 class Grid:
     """A suite: every combination of ``methods`` x ``forgets`` x ``seeds`` on one dataset.
@@ -73,6 +85,7 @@ class Grid:
         checkpoint: str = "",
         normalize: tuple[tuple[float, ...], tuple[float, ...]] | None = None,
         data_root=None,
+        max_runs: int = MAX_RUNS,
     ) -> list[RunSpec]:
         """The grid's runs, narrowed or changed by the options. ``checkpoint``: a path (or a
         ``sha256:`` reference) of weights to start from instead of the suite's own
@@ -96,6 +109,7 @@ class Grid:
         names: list[str] = []
         for pat in methods or self.methods:
             names.extend(n for n in METHODS.resolve(pat) if n not in names)
+        check_size(self.count(names, forgets, seeds), max_runs)
         specs = []
         for m in names:
             hp = {**self.hparams.get(m, {}), **(hp_overrides or {}).get(m, {})}
@@ -132,6 +146,21 @@ class Grid:
         if unknown:
             raise BenchError(f"--hp names methods not in this run: {', '.join(unknown)}")
         return specs
+
+    def count(
+        self,
+        names: Sequence[str],
+        forgets: Sequence[ForgetSpec] | None = None,
+        seeds: Sequence[int] | None = None,
+    ) -> int:
+        """How many runs :meth:`expand` makes for these methods, forget sets and seeds, counted
+        without building them."""
+        n_seeds = len(seeds if seeds is not None else self.seeds)
+        total = 0
+        for m in names:
+            kinds = METHODS.entry(m).meta.get("forget_kinds")
+            total += n_seeds * sum(not kinds or f.kind in kinds for f in forgets or self.forgets)
+        return total
 
 
 def dataset_defaults(name: str) -> tuple[str, Recipe]:
@@ -577,6 +606,7 @@ class Composite:
         checkpoint: str = "",
         normalize: tuple[tuple[float, ...], tuple[float, ...]] | None = None,
         data_root=None,
+        max_runs: int = MAX_RUNS,
     ) -> list[RunSpec]:
         if dataset or arch or data_overrides or checkpoint or normalize:
             raise BenchError(
@@ -589,6 +619,14 @@ class Composite:
             wanted = {n for pat in methods for n in METHODS.resolve(pat)}
         specs: dict[str, RunSpec] = {}
         used: set[str] = set()
+        total = 0
+        for part in self.parts:  # counted before any part is built
+            grid = SUITES.get(part)
+            names = {n for pat in grid.methods for n in METHODS.resolve(pat)}
+            total += grid.count(
+                sorted(names & wanted if wanted is not None else names), forgets, seeds
+            )
+        check_size(total, max_runs)
         for part in self.parts:
             grid = SUITES.get(part)
             names = {n for pat in grid.methods for n in METHODS.resolve(pat)}

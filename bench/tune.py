@@ -27,12 +27,12 @@ import os
 import sys
 from pathlib import Path
 
-from bench.errors import BenchError, require
+from bench.errors import ArgumentParser, BenchError, require
 from bench.run import add_location_args, add_precision_args, add_slurm_args, parse_seeds
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="python -m bench.tune",
         description="Tune every method of a suite with the same budget (Optuna), selecting on "
         "validation data only, then run the selected hyperparameters on the evaluation seeds.",
@@ -83,7 +83,10 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    try:
+        args = parser().parse_args(argv)
+    except SystemExit as exc:  # --help (0), or a bad option: one line already on stderr (2)
+        return exc.code if isinstance(exc.code, int) else 2
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",

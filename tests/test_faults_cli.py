@@ -54,6 +54,15 @@ BAD = [
     ("timm-unknown", ["--method", "neggrad", "--arch", "timm/no_such_model_xyz"]),
     ("objective-unknown", ["--method", "neggrad", "--hp", "neggrad.objective=garbage"]),
     ("forget-batch-0", ["--method", "neggrad", "--hp", "neggrad.forget_batch=0"]),
+    # plans too large to build (10 million runs filled the memory for 69 s, then a traceback)
+    ("seeds-ten-million", ["--seeds", "0-9999999", "--dry-run"]),
+    ("plan-over-max-runs", ["--seeds", "0-99", "--max-runs", "50"]),
+    ("full-suite-over-limit", ["--suite", "full", "--seeds", "0-999", *SLURM_DRY[:3]]),
+    ("max-runs-0", ["--method", "neggrad", "--max-runs", "0"]),
+    # smaller: found late, or answered with a page of usage
+    ("device-meta", ["--method", "neggrad", "--device", "meta"]),
+    ("list-unknown-kind", ["--list", "metric"]),
+    ("executor-unknown", ["--method", "neggrad", "--executor", "bogus"]),
 ]
 
 
