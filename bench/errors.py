@@ -26,6 +26,12 @@ class DataNotFoundError(BenchError, FileNotFoundError):
         return str(self.args[0]) if self.args else ""
 
 
+class DataDamagedError(BenchError):
+    """Dataset files are present but damaged or unsafe (a pickle that imports code, a file
+    that is not what its name says): refused even by ``--dry-run``, which only warns about
+    data it cannot find (it may live where the jobs run)."""
+
+
 class DiskFullError(BenchError):
     """A record or cache file could not be written because its disk is full, over quota or
     read-only. The message names the file and the free space; the suite stops launching runs

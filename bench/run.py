@@ -15,7 +15,7 @@ import signal
 import sys
 from pathlib import Path
 
-from bench.errors import ArgumentParser, BenchError, require
+from bench.errors import ArgumentParser, BenchError, DataDamagedError, require
 
 LISTABLE = ("methods", "datasets", "archs", "suites", "metrics")
 #: largest seed: every generator the runs seed (torch, numpy, scikit-learn) takes 0..2**32-1
@@ -634,6 +634,8 @@ def _run(args: argparse.Namespace) -> int:
         try:
             validate(specs, env)
         except BenchError as exc:  # the data may live where the jobs run, not here
+            if isinstance(exc, DataDamagedError):  # but what is here is unsafe or damaged
+                raise
             print(f"warning: {exc}", file=sys.stderr)
         return _dry_run(args, specs, env)
     from bench.files import clean_stale, leftover_folders

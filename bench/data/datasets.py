@@ -42,7 +42,7 @@ from bench.data.image_folder import (
 )
 from bench.data.safe_pickle import RefusedPickle, load_data_pickle
 from bench.data.splits import FileSplit, Split, TensorSplit
-from bench.errors import BenchError, DataNotFoundError
+from bench.errors import BenchError, DataDamagedError, DataNotFoundError
 from bench.registry import Entry, Registry
 
 FOLDER_PREFIX = "folder:"
@@ -231,7 +231,7 @@ def _read_cifar_pickle(path: Path, md5: str, base: Path) -> dict:
         with open(path, "rb") as f:
             obj = load_data_pickle(f)
     except RefusedPickle as exc:
-        raise BenchError(
+        raise DataDamagedError(
             f"{path}: refused to unpickle ({_official_md5(path, md5)}, and it imports {exc}; "
             f"only dicts, lists, str, bytes, numbers and numpy arrays are read from CIFAR "
             f"pickles, nothing was run): {fix}"
@@ -240,11 +240,13 @@ def _read_cifar_pickle(path: Path, md5: str, base: Path) -> dict:
         if isinstance(exc, MemoryError):
             raise
         why = (str(exc).splitlines() or [""])[0][:120] or type(exc).__name__
-        raise BenchError(
+        raise DataDamagedError(
             f"{path} is not a readable CIFAR pickle ({why}; {_official_md5(path, md5)}): {fix}"
         ) from None
     if not isinstance(obj, dict):
-        raise BenchError(f"{path} holds a {type(obj).__name__}, not a CIFAR batch (a dict): {fix}")
+        raise DataDamagedError(
+            f"{path} holds a {type(obj).__name__}, not a CIFAR batch (a dict): {fix}"
+        )
     return {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in obj.items()}
 
 
