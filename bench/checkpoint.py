@@ -18,6 +18,7 @@ and load it into a registered architecture with a one-line answer when it does n
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -49,6 +50,13 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - pickle errors of every kind: one clear line
+        code = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
+        if code:  # torch's own text advises weights_only=False: never, for a file unchecked
+            raise BenchError(
+                f"checkpoint {path} is a pickle that imports {code.group(1)} (a saved model or "
+                "other code, not plain weights); it is not loaded, since unpickling it could run "
+                "code: save the weights alone with torch.save(model.state_dict(), PATH)"
+            ) from None
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
         raise BenchError(
             f"cannot read checkpoint {path} with torch.load(weights_only=True) ({first}): save "

@@ -118,8 +118,8 @@ class _Payload:
         ("empty", {}, "holds no state dict"),
         ("a list", [1, 2, 3], "holds a list, not a state dict"),
         ("a tensor", torch.zeros(3), "holds a Tensor, not a state dict"),
-        ("a module", "module", "weights_only=True"),
-        ("code", "payload", "weights_only=True"),
+        ("a module", "module", "is a pickle that imports bench.archs."),
+        ("code", "payload", "is a pickle that imports io.open"),
         ("not torch", b"this is not a torch file\n", "cannot read checkpoint"),
     ],
 )
@@ -140,6 +140,7 @@ def test_bad_files_are_one_line_errors(what, content, needle, tmp_path):
     assert needle in text and str(path) in text
     if content in ("module", "payload"):
         assert "model.state_dict()" in text  # the fix
+        assert "weights_only=False" not in text  # torch's own advice: unsafe here
     assert not marker.exists()  # nothing in the file ran
 
 
@@ -450,6 +451,9 @@ def test_cli_bad_checkpoint_is_one_line_exit_2_before_any_run(bad, tmp_path, cap
     assert str(path) in err
     if bad in ("nan", "inf"):
         assert "NaN or infinite values in 1 tensor(s)" in err
+    if bad == "module":  # torch's own text, cut at 200 characters, advised weights_only=False
+        assert "imports bench.archs" in err and "weights_only=False" not in err
+        assert "torch.save(model.state_dict(), PATH)" in err
     if bad == "mismatch":
         assert "(--arch smallcnn) does not fit the architecture" in err
         assert "12.weight (10, 128) vs (4, 128)" in err
