@@ -151,48 +151,69 @@ def _run_pool(
     record: Callable[[RunSpec, str], None],
 ) -> None:
     """Run the stages in order (a stage starts when the previous one has finished) in one pool
-    of worker processes, made again if a worker dies. Items are runs or plan units."""
+    of worker processes, made again if a worker dies. Items are runs or plan units.
+
+    A worker that dies (a crash, the OOM killer, kill -9) breaks the whole pool: every item in
+    flight fails with it, though only one worker died. Those items become suspects and are
+    run again one at a time, alone in a new pool: one that breaks a pool while alone is the
+    culprit and is recorded as failed; the others finish normally."""
     stages = [list(st) for st in stages if st]
     ctx = mp.get_context("spawn")  # no forked CUDA or thread state
     full: DiskFullError | None = None
-    while stages:
+    suspects: list[Any] = []
+    while stages or suspects:
         with _pool(workers, ctx, threads) as pool:
-            running: dict[cf.Future, RunSpec] = {}
+            running: dict[cf.Future, Any] = {}
+            alone = False  # the one item in flight is a suspect, run alone
             broken = False
-            while stages and not broken:
-                pending = stages[0]
-                while pending and len(running) < workers:
-                    s = pending.pop(0)
-                    fn = _prepare if isinstance(s, Unit) else _work
-                    running[pool.submit(fn, s, env)] = s
-                if not running:  # this stage is finished
-                    stages.pop(0)
-                    continue
+            while (stages or suspects or running) and not broken:
+                if suspects:
+                    if not running:
+                        item = suspects.pop(0)
+                        running[pool.submit(_fn(item), item, env)] = item
+                        alone = True
+                elif stages:
+                    pending = stages[0]
+                    while pending and len(running) < workers:
+                        item = pending.pop(0)
+                        running[pool.submit(_fn(item), item, env)] = item
+                        alone = False
+                    if not running:  # this stage is finished
+                        stages.pop(0)
+                        continue
                 finished, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
                 for fut in finished:
-                    s = running.pop(fut)
+                    item = running.pop(fut)
                     try:
                         result = fut.result()
                     except BrokenProcessPool as exc:
                         broken = True
-                        result = _crashed(s, env, exc)
+                        if not alone:  # any of those in flight may have died: retry alone
+                            suspects.append(item)
+                            continue
+                        result = _crashed(item, env, exc)
                     except DiskFullError as exc:  # launch nothing more; let the others end
                         full = full or exc
                         result = "failed"
                         for st in stages:
                             st.clear()
-                    if isinstance(s, Unit):
-                        if result != "prepared" and full is None:  # else: the disk, said once
-                            log.warning("%s: %s", s.label, result)
-                    else:
-                        record(s, result)
-            if broken:  # the pool is unusable: what it still held died with it
-                for s in running.values():
-                    result = _crashed(s, env, RuntimeError("worker pool broke during this run"))
-                    if not isinstance(s, Unit):
-                        record(s, result)
+                        suspects.clear()
+                    _done(item, result, full, record)
+            suspects.extend(running.values())  # in flight when the pool broke
     if full is not None:
         raise full
+
+
+def _fn(item: Any) -> Callable[[Any, Env], str]:
+    return _prepare if isinstance(item, Unit) else _work
+
+
+def _done(item: Any, result: str, full: DiskFullError | None, record) -> None:
+    if isinstance(item, Unit):
+        if result != "prepared" and full is None:  # else: the disk, said once
+            log.warning("%s: %s", item.label, result)
+    else:
+        record(item, result)
 
 
 def _crashed(item: Any, env: Env, exc: BaseException) -> str:

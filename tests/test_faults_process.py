@@ -219,3 +219,78 @@ def test_atomic_writes_honour_umask(tmp_path, umask, mode):
         os.umask(previous)
     for p in (tmp_path / "a.txt", tmp_path / "m.pt", tmp_path / "records" / "r1.jsonl"):
         assert p.stat().st_mode & 0o777 == mode, (p, oct(p.stat().st_mode))
+
+
+# -- a worker that dies takes only its own run down --------------------------------------------
+
+_CRASHY = '''
+import os, signal, time
+from dataclasses import dataclass
+from pathlib import Path
+from bench.method import register_method
+
+@dataclass(frozen=True)
+class HP:
+    marker: str = ""
+    die: bool = False
+
+@register_method("crashy", hparams=HP, no_reference="a test fixture")
+def crashy(model, data, hp, ctx):
+    """A test method: touches ``marker`` and dies (SIGKILL to itself), or waits until
+    ``marker`` exists (the other run is dying) and returns the model."""
+    if hp.die:
+        Path(hp.marker).touch()
+        os.kill(os.getpid(), signal.SIGKILL)
+    deadline = time.monotonic() + 60
+    while not Path(hp.marker).exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(1.0)  # the other worker is dead by now, and the pool broken
+    return model
+'''
+
+
+@pytest.fixture
+def crashy(tmp_path, monkeypatch):
+    """The ``crashy`` method as an installed entry-point plugin, visible to spawned workers
+    (a hand-written dist-info on PYTHONPATH)."""
+    import importlib
+
+    from bench.method import METHODS
+
+    site = tmp_path / "site"
+    (site / "crashy_plugin-0.0.dist-info").mkdir(parents=True)
+    (site / "crashy_plugin.py").write_text(_CRASHY)
+    info = site / "crashy_plugin-0.0.dist-info"
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: crashy-plugin\nVersion: 0.0\n")
+    (info / "entry_points.txt").write_text("[unlearning_bench.methods]\ncrashy = crashy_plugin\n")
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(site), str(ROOT)]))
+    importlib.invalidate_caches()
+    METHODS.list()
+    from bench.registry import load_entry_point_methods
+
+    load_entry_point_methods(METHODS)
+    yield
+    METHODS.remove("crashy")
+    sys.modules.pop("crashy_plugin", None)
+
+
+def test_a_dying_worker_fails_only_its_own_run(crashy, tmp_path):
+    """Two workers: one run's worker dies (SIGKILL) while the other's run is in flight. The
+    pool breaks and both futures fail; only the run that dies again alone is recorded failed,
+    the other completes."""
+    import torch
+
+    from bench.executors import run_specs
+    from bench.protocol import Env
+    from bench.records import run_status
+    from tests.helpers import tiny_spec
+
+    marker = str(tmp_path / "dying")
+    ok = tiny_spec("crashy", hp={"marker": marker})
+    dies = tiny_spec("crashy", seed=1, hp={"marker": marker, "die": True})
+    env = Env(out=tmp_path / "out", cache=tmp_path / "cache", device=torch.device("cpu"))
+    results = run_specs([ok, dies], env, "local", workers=2)
+    assert results == {ok.run_id: "done", dies.run_id: "failed"}
+    assert run_status(env.out, ok.run_id) == "done"
+    assert run_status(env.out, dies.run_id) == "failed"
