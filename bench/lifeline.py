@@ -24,8 +24,10 @@ WATCH_INTERVAL_S = 1.0
 
 
 def worker_init(threads: int, parent: int | None = None) -> None:
-    """``ProcessPoolExecutor`` initializer: die with ``parent``, then ``threads`` torch threads."""
+    """``ProcessPoolExecutor`` initializer: die with ``parent``, log on lines of their own, then
+    ``threads`` torch threads."""
     die_with_parent(parent)
+    log_on_own_lines()
     import torch
 
     torch.set_num_threads(threads)
@@ -52,3 +54,32 @@ def _watch(parent: int) -> None:
     while os.getppid() == parent:
         time.sleep(WATCH_INTERVAL_S)
     os._exit(1)
+
+
+class _OwnLine:
+    """A terminal stream whose writes first clear the current line: the launcher's progress bar
+    redraws itself without a newline, so a worker's warning would otherwise be printed onto the
+    end of the bar (tqdm redraws the bar below it at its next update)."""
+
+    def __init__(self, stream):
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        return self.stream.write("\r\x1b[K" + text if text.strip() else text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+
+def log_on_own_lines(stream=None) -> None:
+    """In a worker: warnings (a cache entry moved aside and rebuilt, ...) go to stderr as
+    ``WARNING name: message`` on a line of their own when stderr is a terminal."""
+    import logging
+
+    stream = sys.stderr if stream is None else stream
+    handler = logging.StreamHandler(_OwnLine(stream) if stream.isatty() else stream)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    if root.level > logging.WARNING or root.level == logging.NOTSET:
+        root.setLevel(logging.WARNING)

@@ -680,10 +680,17 @@ def _run(args: argparse.Namespace) -> int:
     from bench.executors import default_workers
 
     workers = args.workers or default_workers(env.device)
+    import contextlib
+
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
     from bench.errors import DiskFullError
 
+    # this process's warnings above the bar, not onto it (the workers': bench.lifeline)
+    redirect = logging_redirect_tqdm() if bar is not None else contextlib.nullcontext()
     try:
-        results = run_specs(specs, env, args.executor, workers, on_result=on_result)
+        with redirect:
+            results = run_specs(specs, env, args.executor, workers, on_result=on_result)
     except DiskFullError:  # the counts so far, then main's one error line
         if bar is not None:
             bar.close()

@@ -149,3 +149,27 @@ def test_wall_time_excludes_only_the_probes_during_the_method(env, method):
     wall = next(r["value"] for r in rows if r.get("metric") == "wall_seconds")
     probes = next(r["value"] for r in rows if r.get("metric") == "trace_seconds")
     assert wall > 0 and probes > 0
+
+
+def test_worker_warnings_start_a_line_of_their_own_on_a_terminal():
+    """The launcher's bar is redrawn without a newline: a worker's warning used to be printed
+    onto its end. On a terminal each record first clears the line; elsewhere it is unchanged."""
+    import io
+    import logging
+
+    from bench.lifeline import log_on_own_lines
+
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    root = logging.getLogger()
+    before = list(root.handlers)
+    try:
+        for stream, prefix in ((Tty(), "\r\x1b[K"), (io.StringIO(), "")):
+            log_on_own_lines(stream)
+            logging.getLogger("bench.cache").warning("entry moved aside")
+            root.removeHandler(root.handlers[-1])
+            assert stream.getvalue() == prefix + "WARNING bench.cache: entry moved aside\n"
+    finally:
+        root.handlers[:] = before
