@@ -283,6 +283,9 @@ class Context:
     #: what the method's special pretraining stored with the checkpoint (e.g. the mnemonic
     #: codes, ``bench.mnemonic``); empty for ordinary pretraining
     pretrain_artifacts: dict[str, Any] = field(default_factory=dict)
+    #: builds an untrained model of the run's architecture, unseeded (the protocol passes
+    #: :func:`bench.archs.build_model` with the run's arch); see :meth:`fresh_model`
+    model_builder: Callable[[], nn.Module] | None = None
     _t0: float = field(default_factory=time.perf_counter)
 
     def augmentation(self, choice: str) -> str:
@@ -298,6 +301,19 @@ class Context:
         model, steps = self.trainer(view)
         self.step(steps)
         return model
+
+    def fresh_model(self) -> nn.Module:
+        """A new, untrained model of the run's architecture with its constructor's own
+        initialisation (what a reference's ``Net(num_classes=...)`` gives), seeded from one
+        63-bit draw of ``generator``; the global RNG state is left as it was. On ``device``, in
+        eval mode."""
+        if self.model_builder is None:
+            raise RuntimeError("this context has no model builder (the protocol provides one)")
+        seed = int(torch.randint(0, 2**63 - 1, (1,), generator=self.generator))
+        with torch.random.fork_rng(devices=[]):
+            torch.default_generator.manual_seed(seed)
+            model = self.model_builder()
+        return model.to(self.device).eval()
 
     def trace(
         self, metric: str, value: float, split: str = "forget", step: int | None = None
