@@ -11,6 +11,7 @@ from torch.nn import functional as F
 
 from bench import runtime
 from bench.method import register_method
+from bench.reference import Reference
 from bench.unlearning import other_labels
 
 
@@ -36,23 +37,46 @@ def wrong_labels(y: Tensor, num_classes: int, generator: torch.Generator) -> Ten
     needs=("forget", "retain"),
     citation=(
         "Graves, Nagisetty, Ganesh, 'Amnesiac Machine Learning', AAAI 2021 (random-relabel "
-        "form of the nabla-tau notebooks, Trippa et al.)"
+        "form of the nabla-tau notebooks, Trippa et al., and of SSD, Foster et al.)"
     ),
-    reference="none published; the relabelling form of the nabla-tau notebooks (spec 3.4)",
+    reference=(
+        "https://github.com/dnl-trpp/Nabla-Tau (Unlearning_main_Cifar10.ipynb: amnesiac); "
+        "Graves et al. published no code"
+    ),
+    references=(
+        Reference(
+            "dnl-trpp/Nabla-Tau",
+            "1012093",
+            "Unlearning_main_Cifar10.ipynb: amnesiac, fit_one_unlearning_cycle",
+            role="the relabelling form (also SSD/src/forget_random_strategies.py: amnesiac)",
+            conformance="tests/conformance/test_amnesiac.py",
+        ),
+    ),
+    deviations=(
+        "the wrong labels and the batch order come from the run's generator (reference: "
+        "random.choice with rejection and an unseeded DataLoader; the same distributions)",
+        "Graves et al.'s full method (undoing the logged updates of batches that held D_f) is "
+        "not implemented; no public code has it",
+    ),
     quick_hp={"epochs": 3, "lr": 0.01, "batch_size": 32},
 )
 def amnesiac(model, data, hp: AmnesiacHP, ctx):
     """Amnesiac unlearning (Graves et al., AAAI 2021) as run by the nabla-tau notebooks (spec
-    section 3.4). Needs D_f and D_r.
+    section 3.4). Needs D_f and D_r. Reference: dnl-trpp/Nabla-Tau @ 1012093
+    (``Unlearning_main_Cifar10.ipynb``: ``amnesiac``, the same function as SSD's
+    ``forget_random_strategies.py``); conformance test ``tests/conformance/test_amnesiac.py``
+    (parameters and BatchNorm statistics equal in float64).
 
     Every forget example gets one random wrong label (:func:`wrong_labels`, drawn once per call
-    with ``ctx.generator`` before any shuffle); D_f with those labels is merged with D_r, and
-    the model trains ``epochs`` epochs of CE on the merged set (shuffled every epoch with
+    with ``ctx.generator`` before any shuffle); D_f with those labels followed by D_r is one
+    training set, and the model trains ``epochs`` epochs of CE on it (shuffled every epoch with
     ``ctx.generator``, train mode, Adam). Reports ``relabel_changed`` (fraction of D_f whose
     new label differs from its own: 1 by construction).
 
-    Deviation: Graves et al.'s full method also undoes the stored updates of batches that
-    contained D_f (needs training-time logging); the notebooks, and this implementation, use
+    Deviations: the labels and the order come from the run's generator (reference:
+    ``random.choice`` and an unseeded DataLoader; the same distributions). Graves et al.'s full
+    method also undoes the stored updates of batches that contained D_f (needs training-time
+    logging; the authors published no code); the notebooks, SSD and this implementation use
     only the relabelling variant."""
     forget, retain = data.forget, data.retain
     if forget.split is not retain.split:
