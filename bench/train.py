@@ -53,15 +53,27 @@ def fresh_model(
     """A seeded new model of ``arch`` for ``bundle``'s inputs; ``normalize`` (means, stds)
     overrides the architecture's or dataset's normalization (``RunSpec.normalize``)."""
     torch.manual_seed(seed)
-    return build_model(
-        arch,
-        bundle.num_classes,
-        bundle.input_shape,
-        bundle.mean,
-        bundle.std,
-        pretrained=pretrained,
-        normalize=normalize,
-    )
+    return model_builder(bundle, arch, pretrained, normalize)()
+
+
+def model_builder(
+    bundle: DatasetBundle, arch: str, pretrained: bool = False, normalize=None
+) -> Callable[[], nn.Module]:
+    """What :func:`fresh_model` builds, unseeded: the constructor of ``arch`` for ``bundle``'s
+    inputs (``Context.model_builder``; :meth:`bench.method.Context.fresh_model` seeds it)."""
+
+    def build() -> nn.Module:
+        return build_model(
+            arch,
+            bundle.num_classes,
+            bundle.input_shape,
+            bundle.mean,
+            bundle.std,
+            pretrained=pretrained,
+            normalize=normalize,
+        )
+
+    return build
 
 
 def train(

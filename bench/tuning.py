@@ -248,6 +248,7 @@ def trial(
     from bench import runtime
     from bench.data import View, carve, load_dataset, retain_positions
     from bench.protocol import pretrained_with_artifacts, resolve_hparams
+    from bench.train import model_builder
 
     spec = setup.spec
     runtime.configure(env.precision, env.compile, env.pretrain_precision)
@@ -283,6 +284,7 @@ def trial(
             num_classes=bundle.num_classes,
             method=spec.method,
             pretrain_artifacts=dict(artifacts),
+            model_builder=model_builder(bundle, spec.arch, normalize=spec.normalize),
         )
         torch.manual_seed(seed)
         t0 = device_clock(env.device)

@@ -11,32 +11,53 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from bench import runtime
-from bench.method import register_method
+from bench.method import hparam, register_method
+from bench.reference import Reference
 from bench.unlearning import seeded_reset
 
 
 @dataclass(frozen=True)
 class BadTeacherHP:
     """Reference defaults (CIFAR experiments): 1 epoch, Adam lr 1e-4, KL temperature 1, batch
-    256, a random ``retain_fraction`` = 30 % of D_r."""
+    256, a random ``retain_fraction`` = 30 % of D_r. ``teacher_init``: ``"fresh"`` (the
+    reference's) = a newly constructed network of the run's architecture
+    (:meth:`bench.method.Context.fresh_model`); ``"reset"`` = a copy of the original with every
+    module's ``reset_parameters()`` called (the harness before this was fixed: on the ResNets
+    conv weights at 0.41x a fresh net's std and a near-uniform teacher)."""
 
     epochs: int = 1
     lr: float = 1e-4
     temperature: float = 1.0
     batch_size: int = 256
     retain_fraction: float = 0.3
+    teacher_init: str = hparam("fresh", choices=("fresh", "reset"))
 
 
-def incompetent_teacher(model: nn.Module, generator: torch.Generator) -> nn.Module:
-    """A copy of ``model`` with every module's ``reset_parameters()`` called (its fresh
-    initialisation), in eval mode on the model's device, seeded from ``generator`` alone
-    (:func:`bench.unlearning.seeded_reset`; the global RNG state is left as it was).
-    Parameters of modules without ``reset_parameters`` keep the original values (none in the
-    harness's architectures; BatchNorm's resets its affine parameters and running statistics).
-    """
+def reset_teacher(model: nn.Module, generator: torch.Generator) -> nn.Module:
+    """A copy of ``model`` with every module's ``reset_parameters()`` called, in eval mode on
+    the model's device, seeded from ``generator`` alone (:func:`bench.unlearning.seeded_reset`;
+    the global RNG state is left as it was). Not the constructor's initialisation: a ResNet's
+    constructor draws its convs Kaiming-normal (fan_out), ``Conv2d.reset_parameters`` draws
+    Kaiming-uniform(a=sqrt(5)) (``teacher_init="reset"``)."""
     teacher = copy.deepcopy(model)
     seeded_reset(teacher.modules(), generator)
     return teacher.eval()
+
+
+def incompetent_teacher(model: nn.Module, ctx, init: str = "fresh") -> nn.Module:
+    """The incompetent teacher: with ``init="fresh"`` a new network of the run's architecture
+    with its constructor's initialisation, seeded from ``ctx.generator``
+    (:meth:`~bench.method.Context.fresh_model`), as the reference's
+    ``ResNet18(num_classes=..., pretrained=False).eval()``; with ``init="reset"``, or when the
+    context has no model builder (a context made outside the protocol), :func:`reset_teacher`
+    (then ``teacher_fresh`` = 0 is reported). Eval mode, never updated."""
+    fresh = init == "fresh" and ctx.model_builder is not None
+    if init == "fresh" and not fresh:
+        ctx.log("bad_teacher: no model builder in this context; the teacher is a reset copy")
+    ctx.report("teacher_fresh", float(fresh))
+    if fresh:
+        return ctx.fresh_model().to(next(model.parameters()).device)
+    return reset_teacher(model, ctx.generator)
 
 
 def unlearner_loss(
@@ -106,6 +127,21 @@ def run_bad_teacher(
         "in Deep Networks Using an Incompetent Teacher', AAAI 2023"
     ),
     reference="https://github.com/vikram2000b/bad-teaching-unlearning",
+    references=(
+        Reference(
+            "vikram2000b/bad-teaching-unlearning",
+            "f1aa988",
+            "unlearn.py: UnlearnerLoss, blindspot_unlearner; dataset.py: UnLearningData; "
+            "CIFARSuper20_Rocket_Unlearn.ipynb (the teachers, 30 % retain subset)",
+            conformance="tests/conformance/test_bad_teacher.py",
+        ),
+    ),
+    deviations=(
+        "data order: the 30 % retain subset and each epoch's shuffle are drawn with the run's "
+        "generator (the reference: random.sample and a DataLoader on the global RNG)",
+        "the incompetent teacher's seed is one draw of the run's generator (the reference's "
+        "comes from the global RNG after torch.manual_seed(seed))",
+    ),
     quick_hp={"epochs": 5, "lr": 0.01, "batch_size": 32},
 )
 def bad_teacher(model, data, hp: BadTeacherHP, ctx):
@@ -113,16 +149,19 @@ def bad_teacher(model, data, hp: BadTeacherHP, ctx):
     github.com/vikram2000b/bad-teaching-unlearning, ``blindspot_unlearner``). Needs D_f and
     D_r.
 
-    Competent teacher = a frozen copy of the original; incompetent teacher = a randomly
-    re-initialised copy (:func:`incompetent_teacher`, seeded from ``ctx.generator``); student =
-    the original. A random ``retain_fraction`` of D_r (drawn with ``ctx.generator``) is merged
-    with D_f (forget rows tagged 1), shuffled every epoch; each batch minimises
-    KL(teacher_row || student) at temperature T (:func:`unlearner_loss`), with Adam.
+    Competent teacher = a frozen copy of the original (eval mode); incompetent teacher = a
+    newly constructed network of the run's architecture with its constructor's initialisation,
+    in eval mode (:func:`incompetent_teacher`, seeded from ``ctx.generator``), as the
+    reference's ``ResNet18(num_classes=..., pretrained=False).eval()``; student = the original,
+    in train mode (the reference's student is a newly constructed module, so in train mode,
+    loaded with the original's weights). A random ``retain_fraction`` of D_r (drawn with
+    ``ctx.generator``) is merged with D_f (forget rows first, tagged 1), shuffled every epoch;
+    each batch minimises KL(teacher_row || student) at temperature T, averaged over every
+    (row, class) element (:func:`unlearner_loss`), with Adam. Reports ``teacher_fresh``.
 
-    Deviations: the reference's incompetent teacher is a freshly constructed network of the
-    same architecture; here it is the original re-initialised with ``reset_parameters`` (same
-    distribution, no architecture knowledge needed). The student trains in train mode (the
-    reference never sets the mode explicitly)."""
+    Deviations (``deviations=`` of the registration): the data order and the teacher's seed
+    come from the run's generator, not the global RNG; the loss, the loop and the teacher's
+    construction are restated step by step by ``tests/conformance/test_bad_teacher.py``."""
     competent = copy.deepcopy(model).eval()
-    incompetent = incompetent_teacher(model, ctx.generator)
+    incompetent = incompetent_teacher(model, ctx, hp.teacher_init)
     return run_bad_teacher(model, competent, incompetent, data, hp, ctx)

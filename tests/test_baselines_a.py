@@ -15,7 +15,7 @@ from bench.data.splits import TensorSplit
 from bench.method import Context, UnlearnData, Withheld, make_hparams
 from bench.spec import Recipe
 from methods.amnesiac import amnesiac, wrong_labels
-from methods.bad_teacher import incompetent_teacher, run_bad_teacher
+from methods.bad_teacher import reset_teacher, run_bad_teacher
 from methods.l1_sparse import add_l1_grad, l1_norm, l1_sparse, l1_weight
 from methods.salun import saliency_mask, salun
 from methods.scrub import _lr_at, distill_kl, run_scrub, scrub
@@ -222,9 +222,9 @@ def _js(p_logits, q_logits) -> float:
 def test_bad_teacher_moves_forget_outputs_towards_incompetent_teacher():
     data, model = toy_data(), mlp_bn()
     rng = torch.get_rng_state()
-    bad = incompetent_teacher(model, torch.Generator().manual_seed(5))
+    bad = reset_teacher(model, torch.Generator().manual_seed(5))
     assert torch.equal(torch.get_rng_state(), rng)  # global RNG untouched
-    bad2 = incompetent_teacher(model, torch.Generator().manual_seed(5))
+    bad2 = reset_teacher(model, torch.Generator().manual_seed(5))
     assert same_params(bad, bad2) and not same_params(bad, model)
     good = copy.deepcopy(model).eval()
     good_sd, bad_sd = copy.deepcopy(good.state_dict()), copy.deepcopy(bad.state_dict())
