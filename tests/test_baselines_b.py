@@ -4,6 +4,7 @@ models with known answers."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 
 import pytest
@@ -200,7 +201,14 @@ def test_unsir_noise_raises_forget_class_loss_and_steps_are_counted():
         model[7].weight.mul_(20)  # confident logits, as after training
     model.eval()
     hp = UnsirHP(
-        noise_batch=16, noise_steps=20, noise_repeats=3, samples_per_class=20, batch_size=32
+        noise_batch=16,
+        noise_steps=20,
+        noise_repeats=3,
+        samples_per_class=20,
+        batch_size=32,
+        noise_bn="eval",
+        noise_label="own",
+        noise_take="all",
     )
     ctx = ctx_for(3)
     ref = copy.deepcopy(model.state_dict())
@@ -218,6 +226,26 @@ def test_unsir_noise_raises_forget_class_loss_and_steps_are_counted():
     assert ctx.extra["impair_steps"] == math.ceil(204 / 32) == 7
     assert ctx.extra["repair_steps"] == math.ceil(60 / 32) == 2
     assert ctx.steps == 9
+
+
+def test_unsir_defaults_follow_the_notebook_noise_in_train_mode_and_c_images_per_copy():
+    """The reference learns the noise in train mode (BatchNorm running statistics absorb it,
+    parameters stay) and adds only C = channels images per noise copy (fails on the former
+    eval-mode, all-images code)."""
+    data = toy_data(n=200, c=3)
+    model = toy_cnn()
+    model.eval()
+    hp = UnsirHP(noise_batch=16, noise_steps=5, noise_repeats=3, samples_per_class=20)
+    params = {k: v.clone() for k, v in model.named_parameters()}
+    stats = model[1].running_mean.clone()
+    learn_noise(model, 0, (1, 4, 4), hp, ctx_for(3))
+    assert all(torch.equal(v, dict(model.named_parameters())[k]) for k, v in params.items())
+    assert not torch.equal(model[1].running_mean, stats)
+    assert not model.training  # the mode is restored
+    ctx = ctx_for(3)
+    unsir(copy.deepcopy(model), data, dataclasses.replace(hp, batch_size=32), ctx)
+    # 3 classes x 1 channel x 3 repeats = 9 noise images + 60 retain = 69 -> 3 batches of 32
+    assert ctx.extra["impair_steps"] == 3
 
 
 # ---------------------------------------------------------------- CF-k / EU-k
