@@ -185,7 +185,8 @@ def test_ssd_dampening_on_constructed_importances():
 
 def test_ssd_changes_exactly_the_selected_weights():
     data, model = toy_data(), linear()
-    hp = make_hparams("ssd", {"alpha": 1.0, "dampening": 1.0, "batch_size": 8})
+    # index order: one loader over D_r then D_f (40 + 8 rows: no batch straddles the two)
+    hp = make_hparams("ssd", {"alpha": 1.0, "dampening": 1.0, "batch_size": 8, "order": "index"})
     before = [p.detach().clone() for p in model.parameters()]
 
     def imp(batches):  # independent re-implementation: mean over batches of squared grads
