@@ -292,10 +292,122 @@ class Supplied:
         return m.eval()
 
 
+@dataclass
+class RunState:
+    """What the stages of one run share (:func:`run`): the spec and its environment, the
+    method, the data and the pretrained model (:func:`stage_prepare`), the forget requests
+    and views (:func:`stage_carve`), and the record rows written so far."""
+
+    spec: RunSpec
+    env: Env
+    supplied: Supplied | None
+    entry: Any  # the method's registry entry (None for a supplied model)
+    hp: Any
+    needs: tuple[str, ...]
+    bundle: Any
+    carved: Carved
+    model0: nn.Module
+    pre_info: dict[str, Any]
+    artifacts: dict[str, Any]
+    forget_all: list[torch.Tensor] = field(default_factory=list)
+    forget_index: dict[str, Any] = field(default_factory=dict)
+    split_views: dict[str, View] = field(default_factory=dict)  # train, test, val
+    base: dict[str, Any] = field(default_factory=dict)
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    seconds: list[float] = field(default_factory=list)  # the method's, per request
+    last_data: UnlearnData | None = None  # the last request's data (for replicas)
+
+    @property
+    def requests(self) -> int:
+        return self.spec.requests if self.spec.scenario == "continual" else 1
+
+    @property
+    def n_train(self) -> int:
+        return len(self.carved.train)
+
+    def emit(self, request: int, stage: str, split: str, metric: str, value: float, **extra):
+        self.rows.append(
+            {
+                "type": "metric",
+                **self.base,
+                "request": request,
+                "stage": stage,
+                "split": split,
+                "metric": metric,
+                "value": float(value),
+                **extra,
+            }
+        )
+
+    def views_for(self, forgotten: torch.Tensor, current: torch.Tensor) -> dict[str, View]:
+        train, val = self.split_views["train"], self.split_views["val"]
+        v = {
+            "forget": train.subset(forgotten, "forget"),
+            "retain": train.subset(retain_positions(self.n_train, forgotten), "retain"),
+            "test": self.split_views["test"],
+        }
+        if self.requests > 1:
+            v["forget_request"] = train.subset(current, "forget_request")
+        if len(val):
+            v["val"] = val
+        return v
+
+    def context(self, seed: int, trainer_seed: int) -> Context:
+        spec = self.spec
+        return Context(
+            device=self.env.device,
+            seed=seed,
+            generator=torch.Generator().manual_seed(seed),
+            recipe=spec.recipe,
+            num_classes=self.bundle.num_classes,
+            method=spec.method,
+            trainer=_scratch_trainer(spec, self.carved, trainer_seed),
+            log=lambda msg: log.info("%s: %s", spec.run_id, msg),
+            pretrain_artifacts=dict(self.artifacts),
+        )
+
+    def replicas(self) -> list[nn.Module]:
+        """The same method on the same (single) request from the same pretrained model, with
+        other unlearning (and, for retraining, training) seeds: pool_size-1 more models (the
+        supplied ones after the first, for a supplied model)."""
+        if self.supplied is not None:
+            return [
+                self.supplied.model(self.model0, j) for j in range(1, len(self.supplied.models))
+            ]
+        out = []
+        for j in range(1, self.spec.pool_size):
+            seed = self.spec.unlearn_seed + REPLICA_SEED_STRIDE * j
+            rctx = self.context(seed, self.spec.train_seed + REPLICA_SEED_STRIDE * j)
+            torch.manual_seed(seed)
+            m = self.entry.obj(copy.deepcopy(self.model0), self.last_data, self.hp, rctx)
+            out.append(m.eval())
+        return out
+
+
 def run(spec: RunSpec, env: Env, supplied: Supplied | None = None) -> list[dict[str, Any]]:
-    """Execute one run and return its record rows (raises on failure). With ``supplied``
-    (``bench.eval``), its models take the method's place: the same stages and evaluation,
-    without the "unlearn" and "trace" rows (nothing is unlearned here)."""
+    """Execute one run and return its record rows (raises on failure), in named stages:
+    prepare -> carve -> before -> (unlearn -> evaluate) per forget request -> write. With
+    ``supplied`` (``bench.eval``), its models take the method's place: the same stages and
+    evaluation, without the "unlearn" and "trace" rows (nothing is unlearned here)."""
+    st = stage_prepare(spec, env, supplied)
+    stage_carve(st)
+    stage_before(st)
+    model = copy.deepcopy(st.model0)
+    forgotten = torch.empty(0, dtype=torch.long)
+    for r, current in enumerate(st.forget_all, start=1):
+        forgotten = torch.cat([forgotten, current]).sort().values
+        views = st.views_for(forgotten, current)
+        if supplied is None:
+            model = stage_unlearn(st, model, r, views)
+        else:
+            model = supplied.model(st.model0, 0)
+        stage_evaluate(st, model, r, forgotten, current, views)
+    return stage_write(st, model, forgotten)
+
+
+def stage_prepare(spec: RunSpec, env: Env, supplied: Supplied | None) -> RunState:
+    """Stage 1: the runtime, the method and its hyperparameters, the data and the pretrained
+    model (cached; :func:`pretrained_with_artifacts`) on the run's device."""
     runtime.configure(env.precision, env.compile, env.pretrain_precision)
     if supplied is None:
         entry = METHODS.entry(spec.method)
@@ -307,22 +419,28 @@ def run(spec: RunSpec, env: Env, supplied: Supplied | None = None) -> list[dict[
         entry, hp, needs = None, None, ()
     bundle = load_dataset(spec.data.name, env.locations)
     carved = carve(bundle, spec.data)
-    dev = env.device
     model0, pre_info, artifacts = pretrained_with_artifacts(spec, carved, env)
-    model0 = runtime.to_layout(model0, dev)
+    model0 = runtime.to_layout(model0, env.device)
+    return RunState(
+        spec, env, supplied, entry, hp, needs, bundle, carved, model0, pre_info, artifacts
+    )
 
-    n_train = len(carved.train)
-    requests = spec.requests if spec.scenario == "continual" else 1
+
+def stage_carve(st: RunState) -> None:
+    """Stage 2: the forget set of every request (or the supplied one), its index file, the
+    split views and the fields every record row carries."""
+    spec, supplied, dev = st.spec, st.supplied, st.env.device
     if supplied is not None and supplied.forget is not None:
-        forget_all = [supplied.forget.long().sort().values]
+        st.forget_all = [supplied.forget.long().sort().values]
     else:
-        forget_all = _forget_positions(carved, spec, requests)
-    forget_index = _write_forget_index(env.out, forget_all)
-    train_view = View(bundle.train, carved.train, dev, "train")
-    test_view = View(bundle.test, carved.test, dev, "test")
-    val_view = View(carved.val_split, carved.val, dev, "val")
-
-    base = {
+        st.forget_all = _forget_positions(st.carved, spec, st.requests)
+    st.forget_index = _write_forget_index(st.env.out, st.forget_all)
+    st.split_views = {
+        "train": View(st.bundle.train, st.carved.train, dev, "train"),
+        "test": View(st.bundle.test, st.carved.test, dev, "test"),
+        "val": View(st.carved.val_split, st.carved.val, dev, "val"),
+    }
+    st.base = {
         "run_id": spec.run_id,
         "suite": spec.suite,
         "method": spec.method,
@@ -330,175 +448,131 @@ def run(spec: RunSpec, env: Env, supplied: Supplied | None = None) -> list[dict[
         "arch": spec.arch,
         "seed": spec.seed,
         "forget": (supplied and supplied.forget_label) or spec.forget.label,
-        "k": int(forget_all[0].numel()),
+        "k": int(st.forget_all[0].numel()),
         "scenario": spec.scenario,
         **({"tuned": spec.tuned} if spec.tuned else {}),  # the study (bench.tune) that chose hp
     }
-    rows: list[dict[str, Any]] = []
 
-    def emit(request: int, stage: str, split: str, metric: str, value: float, **extra) -> None:
-        rows.append(
-            {
-                "type": "metric",
-                **base,
-                "request": request,
-                "stage": stage,
-                "split": split,
-                "metric": metric,
-                "value": float(value),
-                **extra,
-            }
-        )
 
-    def views_for(forgotten: torch.Tensor, current: torch.Tensor) -> dict[str, View]:
-        v = {
-            "forget": train_view.subset(forgotten, "forget"),
-            "retain": train_view.subset(retain_positions(n_train, forgotten), "retain"),
-            "test": test_view,
-        }
-        if requests > 1:
-            v["forget_request"] = train_view.subset(current, "forget_request")
-        if len(val_view):
-            v["val"] = val_view
-        return v
-
-    metrics = spec.metrics
-    first = views_for(forget_all[0], forget_all[0])
+def stage_before(st: RunState) -> None:
+    """Stage 3: the pretrained model scored on the first request's views (cached, see
+    :func:`_before`): the "before" rows."""
+    first = st.views_for(st.forget_all[0], st.forget_all[0])
     before = _before(
-        spec,
-        pre_info,
-        forget_all[0],
-        requests,
-        _for_eval(spec, first),
-        model0,
-        bundle.num_classes,
-        cache=env.cache,
-        device=dev,
+        st.spec,
+        st.pre_info,
+        st.forget_all[0],
+        st.requests,
+        _for_eval(st.spec, first),
+        st.model0,
+        st.bundle.num_classes,
+        cache=st.env.cache,
+        device=st.env.device,
     )
     for split, metric, value in before:
-        emit(0, "before", split, metric, value)
+        st.emit(0, "before", split, metric, value)
 
-    def make_context(r: int, seed: int, trainer_seed: int) -> Context:
-        return Context(
-            device=dev,
-            seed=seed,
-            generator=torch.Generator().manual_seed(seed),
-            recipe=spec.recipe,
-            num_classes=bundle.num_classes,
-            method=spec.method,
-            trainer=_scratch_trainer(spec, carved, trainer_seed),
-            log=lambda msg: log.info("%s: %s", spec.run_id, msg),
-            pretrain_artifacts=dict(artifacts),
+
+def stage_unlearn(st: RunState, model: nn.Module, r: int, views: dict[str, View]) -> nn.Module:
+    """Stage 4, request ``r``: the method on ``model``, timed (without the progress probes),
+    with its "unlearn" and "trace" rows."""
+    spec, dev, needs = st.spec, st.env.device, st.needs
+    val_view = st.split_views["val"]
+    if "val" in needs and not len(val_view):
+        raise BenchError(
+            f"method {spec.method!r} needs a validation split: set the dataset's "
+            f"val_fraction (e.g. --val-fraction 0.1)"
         )
+    data = UnlearnData(
+        forget=views["forget_request"] if st.requests > 1 else views["forget"],
+        retain=views["retain"] if "retain" in needs else Withheld("retain", spec.method),
+        val=val_view if "val" in needs else Withheld("val", spec.method),
+        num_classes=st.bundle.num_classes,
+    )
+    ctx = st.context(spec.unlearn_seed + 1000 * (r - 1), spec.train_seed)
+    st.last_data = data
+    torch.manual_seed(ctx.seed)
+    _reset_peak(dev)
+    _sync(dev)
+    probe = ProgressProbe(model, views, _tracer(ctx), seed=spec.unlearn_seed)
+    probe.probe(model, 0)
+    probed = probe.seconds  # the probes' time during the method is not the method's
+    t0 = time.perf_counter()
+    # bf16 autocast when configured, its weight cache off so that forward passes after an
+    # update see the new weights (bench.runtime.autocast); decisions run in fp32 inside
+    with probe, runtime.autocast(dev):
+        model = st.entry.obj(model, data, st.hp, ctx)
+    _sync(dev)
+    seconds = time.perf_counter() - t0 - (probe.seconds - probed)
+    st.seconds.append(seconds)
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"method {spec.method!r} returned {type(model).__name__}, not a model")
+    model.eval()
+    # after a roll-back (deferred stop check) the probe has counted speculative steps
+    probe.probe(model, ctx.steps if ctx.rewound else max(probe.steps, ctx.steps))
+    st.emit(r, "unlearn", "-", "wall_seconds", seconds)
+    st.emit(r, "unlearn", "-", "steps", ctx.steps)
+    st.emit(r, "unlearn", "-", "cap_hit", float(ctx.cap_hit))
+    st.emit(r, "unlearn", "-", "peak_memory_mb", _peak_mb(dev))
+    st.emit(r, "unlearn", "-", "trace_seconds", probe.seconds)  # not in wall_seconds
+    for name, value in sorted(ctx.extra.items()):
+        st.emit(r, "unlearn", "-", name, value)
+    for point in thin_trace(ctx.traces, MAX_TRACE_POINTS):
+        st.emit(r, "trace", point["split"], point["metric"], point["value"], step=point["step"])
+    return model
 
-    last_request: dict[str, UnlearnData] = {}
 
-    def make_replicas() -> list[nn.Module]:
-        """The same method on the same (single) request from the same pretrained model, with
-        other unlearning (and, for retraining, training) seeds: pool_size-1 more models (the
-        supplied ones after the first, for a supplied model)."""
-        if supplied is not None:
-            return [supplied.model(model0, j) for j in range(1, len(supplied.models))]
-        data = last_request["data"]
-        out = []
-        for j in range(1, spec.pool_size):
-            seed = spec.unlearn_seed + REPLICA_SEED_STRIDE * j
-            rctx = make_context(1, seed, spec.train_seed + REPLICA_SEED_STRIDE * j)
-            torch.manual_seed(seed)
-            m = entry.obj(copy.deepcopy(model0), data, hp, rctx)
-            out.append(m.eval())
-        return out
+def stage_evaluate(
+    st: RunState,
+    model: nn.Module,
+    r: int,
+    forgotten: torch.Tensor,
+    current: torch.Tensor,
+    views: dict[str, View],
+) -> None:
+    """Stage 5, request ``r``: the metrics of the unlearned model (the "after" rows) and
+    their artifacts."""
+    spec = st.spec
+    _check_finite(model, spec.method)
+    context = _eval_context(
+        spec, st.env, st.carved, st.model0, forgotten, current, st.requests, r, st.replicas
+    )
+    scored = _for_eval(spec, views)  # D_r maybe a fixed sample (DataSpec.retain_eval)
+    num_classes = st.bundle.num_classes
+    for split, metric, value in evaluate(model, scored, num_classes, spec.metrics, **context):
+        st.emit(r, "after", split, metric, value)
+    if context["artifacts"]:
+        write_artifacts(st.env.out, spec.run_id, r, context["artifacts"])
 
-    total_seconds: list[float] = []
 
-    def unlearn(model: nn.Module, r: int, views: dict[str, View]) -> nn.Module:
-        """Request ``r``: the method on ``model``, timed, with its "unlearn" and "trace" rows."""
-        data = UnlearnData(
-            forget=views["forget_request"] if requests > 1 else views["forget"],
-            retain=views["retain"] if "retain" in needs else Withheld("retain", spec.method),
-            val=val_view if "val" in needs and len(val_view) else Withheld("val", spec.method),
-            num_classes=bundle.num_classes,
-        )
-        if "val" in needs and not len(val_view):
-            raise BenchError(
-                f"method {spec.method!r} needs a validation split: set the dataset's "
-                f"val_fraction (e.g. --val-fraction 0.1)"
-            )
-        ctx = make_context(r, spec.unlearn_seed + 1000 * (r - 1), spec.train_seed)
-        last_request["data"] = data
-        torch.manual_seed(ctx.seed)
-        _reset_peak(dev)
-        _sync(dev)
-        probe = ProgressProbe(model, views, _tracer(ctx), seed=spec.unlearn_seed)
-        probe.probe(model, 0)
-        probed = probe.seconds  # the probes' time during the method is not the method's
-        t0 = time.perf_counter()
-        # bf16 autocast when configured, its weight cache off so that forward passes after an
-        # update see the new weights (bench.runtime.autocast); decisions run in fp32 inside
-        with probe, runtime.autocast(dev):
-            model = entry.obj(model, data, hp, ctx)
-        _sync(dev)
-        seconds = time.perf_counter() - t0 - (probe.seconds - probed)
-        total_seconds.append(seconds)
-        if not isinstance(model, nn.Module):
-            raise TypeError(f"method {spec.method!r} returned {type(model).__name__}, not a model")
-        model.eval()
-        # after a roll-back (deferred stop check) the probe has counted speculative steps
-        probe.probe(model, ctx.steps if ctx.rewound else max(probe.steps, ctx.steps))
-        emit(r, "unlearn", "-", "wall_seconds", seconds)
-        emit(r, "unlearn", "-", "steps", ctx.steps)
-        emit(r, "unlearn", "-", "cap_hit", float(ctx.cap_hit))
-        emit(r, "unlearn", "-", "peak_memory_mb", _peak_mb(dev))
-        emit(r, "unlearn", "-", "trace_seconds", probe.seconds)  # not in wall_seconds
-        for name, value in sorted(ctx.extra.items()):
-            emit(r, "unlearn", "-", name, value)
-        for point in thin_trace(ctx.traces, MAX_TRACE_POINTS):
-            emit(r, "trace", point["split"], point["metric"], point["value"], step=point["step"])
-        return model
-
-    model = copy.deepcopy(model0)
-    forgotten = torch.empty(0, dtype=torch.long)
-    for r, current in enumerate(forget_all, start=1):
-        forgotten = torch.cat([forgotten, current]).sort().values
-        views = views_for(forgotten, current)
-        if supplied is None:
-            model = unlearn(model, r, views)
-        else:
-            model = supplied.model(model0, 0)
-        _check_finite(model, spec.method)
-        context = _eval_context(
-            spec, env, carved, model0, forgotten, current, requests, r, make_replicas
-        )
-        scored = _for_eval(spec, views)  # D_r maybe a fixed sample (DataSpec.retain_eval)
-        for split, metric, value in evaluate(model, scored, bundle.num_classes, metrics, **context):
-            emit(r, "after", split, metric, value)
-        if context["artifacts"]:
-            write_artifacts(env.out, spec.run_id, r, context["artifacts"])
-
+def stage_write(st: RunState, model: nn.Module, forgotten: torch.Tensor) -> list[dict[str, Any]]:
+    """Stage 6: the meta row, the model when ``--save-model`` asks for it (before the
+    records: a run is done only once its model is kept), and every row of the record."""
+    spec, supplied, dev = st.spec, st.supplied, st.env.device
     meta = {
         "type": "meta",
         "run_id": spec.run_id,
         "spec": spec.to_dict(),
-        "hparams_resolved": dataclasses.asdict(hp) if hp is not None else spec.hparams_dict,
-        "needs": list(needs),
+        "hparams_resolved": dataclasses.asdict(st.hp) if st.hp is not None else spec.hparams_dict,
+        "needs": list(st.needs),
         "code_version": code_version(),
         "hardware": hardware(dev),
         "runtime": runtime.describe(dev),
-        "pretrain": pre_info,
-        "n_train": n_train,
-        "n_test": len(carved.test),
+        "pretrain": st.pre_info,
+        "n_train": st.n_train,
+        "n_test": len(st.carved.test),
         "n_forget": int(forgotten.numel()),
-        "unlearn_seconds": sum(total_seconds) if supplied is None else None,
+        "unlearn_seconds": sum(st.seconds) if supplied is None else None,
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "special_pretraining": special_pretraining(spec),
-        **forget_index,
+        **st.forget_index,
         **(supplied.meta if supplied is not None else {}),
     }
-    if env.save_model:  # before the records: a run is done only once its model is kept
+    if st.env.save_model:
         from bench.saved_models import save_model
 
-        save_model(env.out, spec, model)
-    return [meta, *rows, {"run_id": spec.run_id, "status": "done"}]
+        save_model(st.env.out, spec, model)
+    return [meta, *st.rows, {"run_id": spec.run_id, "status": "done"}]
 
 
 #: trace points kept per (split, metric) and request (evenly spaced, the last one always kept)
