@@ -268,10 +268,11 @@ def _split_state(model, k):
 
 
 @pytest.mark.parametrize("k", [1, 2])
-def test_cf_k_changes_only_the_last_k_layers(k):
+def test_cf_k_former_reading_changes_only_the_last_k_layers(k):
     data = toy_data()
     m0 = toy_cnn()
-    out = cf_k(copy.deepcopy(m0), data, CFkHP(k=k, epochs=2, batch_size=16), ctx_for(3))
+    hp = CFkHP(k=k, epochs=2, batch_size=16, head="trained", frozen_bn="eval")  # former reading
+    out = cf_k(copy.deepcopy(m0), data, hp, ctx_for(3))
     inside, outside = _split_state(m0, k)
     s0, s1 = m0.state_dict(), out.state_dict()
     assert all(torch.equal(s0[key], s1[key]) for key in outside)  # params and BN statistics
@@ -279,10 +280,11 @@ def test_cf_k_changes_only_the_last_k_layers(k):
     assert all(p.requires_grad for p in out.parameters())  # freezing undone
 
 
-def test_eu_k_reinitialises_last_k_and_keeps_the_rest():
+def test_eu_k_former_reading_reinitialises_last_k_and_keeps_the_rest():
     data = toy_data()
     m0 = toy_cnn()
-    hp = EUkHP(k=2, epochs=0)  # re-initialisation only
+    # re-initialisation only, the former reading (head counted, statistics reset)
+    hp = EUkHP(k=2, epochs=0, head="trained", frozen_bn="eval", reset_stats=True)
     a = eu_k(copy.deepcopy(m0), data, hp, ctx_for(3, seed=1))
     b = eu_k(copy.deepcopy(m0), data, hp, ctx_for(3, seed=1))
     c = eu_k(copy.deepcopy(m0), data, hp, ctx_for(3, seed=2))
@@ -298,7 +300,45 @@ def test_eu_k_reinitialises_last_k_and_keeps_the_rest():
     bound = 1 / math.sqrt(8)  # default Linear init range
     assert sa["7.weight"].abs().max() <= bound and sa["7.bias"].abs().max() <= bound
     # then training moves only the re-initialised layers
-    t = eu_k(copy.deepcopy(m0), data, EUkHP(k=2, epochs=2, batch_size=16), ctx_for(3, seed=1))
+    hp = dataclasses.replace(hp, epochs=2, batch_size=16)
+    t = eu_k(copy.deepcopy(m0), data, hp, ctx_for(3, seed=1))
     st = t.state_dict()
     assert all(torch.equal(s0[key], st[key]) for key in outside)
     assert not torch.equal(st["7.weight"], sa["7.weight"])
+
+
+def test_cf_k_defaults_follow_scrub_head_frozen_whole_model_in_train_mode():
+    """SCRUB's cfk_unlearn: the last k layers before the head are trained, the head stays
+    frozen, and every BatchNorm (the frozen ones too) runs in train mode, so their running
+    statistics move; plain SGD, batch 64 (fails on the former code: head trained, frozen
+    BatchNorms in eval mode)."""
+    data = toy_data()
+    m0 = toy_cnn()
+    hp = CFkHP(epochs=2)
+    assert (hp.k, hp.momentum, hp.weight_decay, hp.batch_size, hp.augment) == (2, 0, 0, 64, "none")
+    out = cf_k(copy.deepcopy(m0), data, hp, ctx_for(3))
+    s0, s1 = m0.state_dict(), out.state_dict()
+    assert torch.equal(s0["7.weight"], s1["7.weight"]) and torch.equal(s0["7.bias"], s1["7.bias"])
+    assert torch.equal(s0["0.weight"], s1["0.weight"])  # frozen parameters
+    assert not torch.equal(s0["4.weight"], s1["4.weight"])  # trained (layers 4, 5)
+    assert not torch.equal(s0["1.running_mean"], s1["1.running_mean"])  # frozen BN, train mode
+
+
+def test_eu_k_defaults_keep_running_statistics_and_decay_the_lr():
+    """euk_unlearn copies parameters only (running statistics stay) and trains 25 epochs with
+    the x0.1 decay after epochs 10, 15, 20 (fails on the former code: statistics reset, 10
+    epochs, no decay)."""
+    from methods.cf_k import lr_at
+
+    hp = EUkHP()
+    assert hp.epochs == 25 and not hp.reset_stats
+    assert [lr_at(hp, e) for e in (0, 10, 11, 15, 16, 21)] == pytest.approx(
+        [0.01, 0.01, 1e-3, 1e-3, 1e-4, 1e-5]
+    )
+    data = toy_data()
+    m0 = toy_cnn()
+    a = eu_k(copy.deepcopy(m0), data, dataclasses.replace(hp, epochs=0), ctx_for(3, seed=1))
+    s0, sa = m0.state_dict(), a.state_dict()
+    assert torch.equal(sa["5.running_var"], s0["5.running_var"])  # kept
+    assert not torch.equal(sa["4.weight"], s0["4.weight"])  # re-initialised
+    assert torch.equal(sa["7.weight"], s0["7.weight"])  # head untouched
