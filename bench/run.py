@@ -572,60 +572,26 @@ def _describe(reg, name: str) -> str:
 
 
 def _run(args: argparse.Namespace) -> int:
-    import torch
-
-    from bench.data import data_root
-    from bench.executors import run_specs
-    from bench.protocol import Env, default_device
-    from bench.records import run_status
-
+    """``python -m bench.run`` once the arguments are read: check, plan, then status, a dry
+    run, a SLURM launch or local runs."""
     check_args(args)
-    if args.device:
-        try:
-            device = torch.device(args.device)
-        except RuntimeError:
-            raise BenchError(f"unknown --device {args.device!r}: use cpu, cuda or cuda:N") from None
-        if device.type not in ("cpu", "cuda"):  # meta, mps, xpu...: not a device runs work on
-            raise BenchError(f"--device {args.device!r} cannot run the suites: use cpu or cuda")
-        if device.type == "cuda" and not torch.cuda.is_available() and args.executor != "slurm":
-            raise BenchError("--device cuda but no CUDA GPU is visible; use --device cpu")
-    else:
-        device = default_device()
-    if args.status and not args.suite and args.out:
-        from bench.plan import load_plan
-
-        launched = load_plan(Path(args.out))
-        if launched is None:
-            raise BenchError(
-                f"no launch recorded in {args.out} (no plan.json): pass the --suite (and "
-                "options) it was launched with"
-            )
+    device = _device(args)
+    launched = _launched_plan(args) if args.status and not args.suite and args.out else None
     suite = args.suite or "smoke"
-    out = Path(args.out) if args.out else Path("results") / suite
-    env = Env(
-        out=out,
-        cache=args.cache_dir,
-        data_root=data_root(args.data_root),
-        download=args.download,
-        device=device,
-        precision=args.precision,
-        pretrain_precision=args.pretrain_precision,
-        compile=args.compile,
-        save_model=args.save_model,
-    )
+    env = _env(args, device, suite)
     if args.status:
         from bench.cluster import status_text
         from bench.plan import distinct_runs
 
-        specs = launched if not args.suite and args.out else plan(args)
-        print(status_text(out, distinct_runs(specs)[0], verbose=args.verbose))
+        specs = launched if launched is not None else plan(args)
+        print(status_text(env.out, distinct_runs(specs)[0], verbose=args.verbose))
         return 0
     from bench.plan import distinct_runs
 
     specs, duplicates = distinct_runs(plan(args))  # e.g. --seeds 0,0: one run, said so
     if not specs:
         raise BenchError("the selection matches no run")
-    check_writable_dir(out, "--out")
+    check_writable_dir(env.out, "--out")
     cache_opt = (
         "--cache-dir" if args.cache_dir else "$BENCH_CACHE" if os.environ.get("BENCH_CACHE") else ""
     )
@@ -638,11 +604,72 @@ def _run(args: argparse.Namespace) -> int:
                 raise
             print(f"warning: {exc}", file=sys.stderr)
         return _dry_run(args, specs, env)
-    from bench.files import clean_stale, leftover_folders
+    _launch_checks(args, specs, env, suite, duplicates)
+    if args.executor == "slurm":
+        return _slurm(args, specs, env)
+    return _run_locally(args, specs, env, suite, duplicates)
 
-    clean_stale(leftover_folders(out, env.cache))  # of killed launches: dead owners only
+
+def _device(args: argparse.Namespace):
+    """``--device`` checked (one of cpu, cuda, cuda:N; a GPU visible unless SLURM's jobs
+    choose it), or the default device."""
+    import torch
+
+    from bench.protocol import default_device
+
+    if not args.device:
+        return default_device()
+    try:
+        device = torch.device(args.device)
+    except RuntimeError:
+        raise BenchError(f"unknown --device {args.device!r}: use cpu, cuda or cuda:N") from None
+    if device.type not in ("cpu", "cuda"):  # meta, mps, xpu...: not a device runs work on
+        raise BenchError(f"--device {args.device!r} cannot run the suites: use cpu or cuda")
+    if device.type == "cuda" and not torch.cuda.is_available() and args.executor != "slurm":
+        raise BenchError("--device cuda but no CUDA GPU is visible; use --device cpu")
+    return device
+
+
+def _launched_plan(args: argparse.Namespace):
+    """``--status --out OUT`` without ``--suite``: the runs of the launch recorded there."""
+    from bench.plan import load_plan
+
+    launched = load_plan(Path(args.out))
+    if launched is None:
+        raise BenchError(
+            f"no launch recorded in {args.out} (no plan.json): pass the --suite (and "
+            "options) it was launched with"
+        )
+    return launched
+
+
+def _env(args: argparse.Namespace, device, suite: str):
+    from bench.data import data_root
+    from bench.protocol import Env
+
+    return Env(
+        out=Path(args.out) if args.out else Path("results") / suite,
+        cache=args.cache_dir,
+        data_root=data_root(args.data_root),
+        download=args.download,
+        device=device,
+        precision=args.precision,
+        pretrain_precision=args.pretrain_precision,
+        compile=args.compile,
+        save_model=args.save_model,
+    )
+
+
+def _launch_checks(args, specs, env, suite: str, duplicates: int) -> None:
+    """Before any run: stale leftovers cleaned, checkpoints imported, every spec validated;
+    then the plan line and ``plan.json``."""
     from bench.checkpoint import import_references
+    from bench.files import clean_stale, leftover_folders
+    from bench.plan import save_plan
+    from bench.records import run_status
 
+    out = env.out
+    clean_stale(leftover_folders(out, env.cache))  # of killed launches: dead owners only
     import_references([s.checkpoint for s in specs], env.cache)  # --checkpoint: into the cache
     validate(specs, env)
     done = sum(run_status(out, s.run_id) == "done" for s in specs)
@@ -652,23 +679,21 @@ def _run(args: argparse.Namespace) -> int:
     print(
         f"{len(specs)} runs in suite {suite!r} ({done} already done{dup}) -> {out}", file=sys.stderr
     )
-    from bench.plan import save_plan
-
     save_plan(out, specs, suite)
-    if args.executor == "slurm":
-        return _slurm(args, specs, env)
 
-    bar = None
-    if not args.no_progress:
-        from tqdm import tqdm
 
-        bar = tqdm(
-            total=len(specs),
-            desc=suite,
-            unit="run",
-            file=sys.stderr,
-            disable=None if os.environ.get("CI") else False,
-        )
+def _run_locally(args, specs, env, suite: str, duplicates: int) -> int:
+    """The runs on this machine (``--executor local`` or ``debug``), with a progress bar, the
+    counts, the summary and the report; exit 1 when every run of this invocation failed."""
+    import contextlib
+
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    from bench.errors import DiskFullError
+    from bench.executors import default_workers, run_specs
+
+    out = env.out
+    bar = _progress_bar(args, len(specs), suite)
     counts = {"done": 0, "skipped": 0, "failed": 0}
 
     def on_result(spec, status):
@@ -677,15 +702,7 @@ def _run(args: argparse.Namespace) -> int:
             bar.set_postfix_str(f"{spec.method} {status}", refresh=False)
             bar.update(1)
 
-    from bench.executors import default_workers
-
     workers = args.workers or default_workers(env.device)
-    import contextlib
-
-    from tqdm.contrib.logging import logging_redirect_tqdm
-
-    from bench.errors import DiskFullError
-
     # this process's warnings above the bar, not onto it (the workers': bench.lifeline)
     redirect = logging_redirect_tqdm() if bar is not None else contextlib.nullcontext()
     try:
@@ -712,6 +729,20 @@ def _run(args: argparse.Namespace) -> int:
         )
         return 1
     return 0
+
+
+def _progress_bar(args, total: int, suite: str):
+    if args.no_progress:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(
+        total=total,
+        desc=suite,
+        unit="run",
+        file=sys.stderr,
+        disable=None if os.environ.get("CI") else False,
+    )
 
 
 def _warn_unsaved(out: Path, specs) -> None:
