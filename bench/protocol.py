@@ -48,7 +48,7 @@ from bench.records import (
     write_records,
 )
 from bench.spec import RunSpec, stable_hash
-from bench.train import TRAIN_CODE_VERSION, fresh_model, train
+from bench.train import TRAIN_CODE_VERSION, fresh_model, model_builder, train
 
 log = logging.getLogger(__name__)
 
@@ -364,6 +364,7 @@ class RunState:
             trainer=_scratch_trainer(spec, self.carved, trainer_seed),
             log=lambda msg: log.info("%s: %s", spec.run_id, msg),
             pretrain_artifacts=dict(self.artifacts),
+            model_builder=model_builder(self.bundle, spec.arch, normalize=spec.normalize),
         )
 
     def replicas(self) -> list[nn.Module]:

@@ -15,7 +15,7 @@ from bench.data.splits import TensorSplit
 from bench.method import Context, UnlearnData, Withheld, make_hparams
 from bench.spec import Recipe
 from methods.amnesiac import amnesiac, wrong_labels
-from methods.bad_teacher import reset_teacher, run_bad_teacher
+from methods.bad_teacher import incompetent_teacher, reset_teacher, run_bad_teacher
 from methods.l1_sparse import add_l1_grad, l1_norm, l1_sparse, l1_weight
 from methods.salun import saliency_mask, salun
 from methods.scrub import _lr_at, distill_kl, run_scrub, scrub
@@ -239,6 +239,33 @@ def test_bad_teacher_moves_forget_outputs_towards_incompetent_teacher():
     assert js1 < 0.5 * js0
     for sd, ref in ((good.state_dict(), good_sd), (bad.state_dict(), bad_sd)):
         assert all(torch.equal(v, ref[k]) for k, v in sd.items())
+
+
+def test_protocol_context_builds_fresh_models_of_the_runs_architecture():
+    """The protocol's context carries the run's architecture (``Context.model_builder``), so
+    Bad Teacher's incompetent teacher is a newly constructed network, not a reset copy."""
+    from types import SimpleNamespace
+
+    from bench.archs import build_model
+    from bench.protocol import RunState
+    from tests.helpers import tiny_spec
+
+    spec = tiny_spec("bad_teacher", k=16, seed=0)
+    bundle = SimpleNamespace(num_classes=4, input_shape=(3, 8, 8), mean=(0.5,) * 3, std=(0.2,) * 3)
+    st = SimpleNamespace(spec=spec, env=SimpleNamespace(device=CPU), bundle=bundle, carved=None)
+    st.artifacts = {}
+    ctx = RunState.context(st, 7, 0)
+    teacher = incompetent_teacher(linear(), ctx)
+    assert ctx.extra["teacher_fresh"] == 1.0 and not teacher.training
+    seed = int(torch.randint(0, 2**63 - 1, (1,), generator=torch.Generator().manual_seed(7)))
+    torch.manual_seed(seed)
+    fresh = build_model(spec.arch, 4, (3, 8, 8), (0.5,) * 3, (0.2,) * 3)
+    assert all(torch.equal(a, b) for a, b in zip(teacher.state_dict().values(),
+                                                 fresh.state_dict().values()))  # fmt: skip
+    # a context made outside the protocol has no builder: the reset copy, reported
+    ctx2 = toy_ctx()
+    incompetent_teacher(linear(), ctx2)
+    assert ctx2.extra["teacher_fresh"] == 0.0
 
 
 # --- Amnesiac ----------------------------------------------------------------------------
