@@ -2,12 +2,12 @@
 code it restates (repository @ commit: file), the conformance test that backs it, and its known
 deviations (``bench.reference``).
 
-    python -m reports.fidelity                 # print the Markdown tables
-    python -m reports.fidelity --write README.md   # replace the block between the markers
+    python -m reports.fidelity                           # print the Markdown tables
+    python -m reports.fidelity --write docs/methods.md   # replace the block between the markers
 
-The README holds the output between ``<!-- fidelity:start -->`` and ``<!-- fidelity:end -->``;
-``tests/test_fidelity_registry.py`` fails when the two disagree, so that the prose cannot drift
-from the registry.
+The documentation's Methods page (``docs/methods.md``) holds the output between
+``<!-- fidelity:start -->`` and ``<!-- fidelity:end -->``; ``tests/test_fidelity_registry.py``
+fails when the two disagree, so that the prose cannot drift from the registry.
 """
 
 from __future__ import annotations
