@@ -184,7 +184,11 @@ CASES = {
     # their small-scale setting: Adam, T = 2, msteps 3, with the smoothing term (1ec2963)
     "small_scale_adam": {**SMALL_SCALE_HP, **SMALL, "lr": 0.01, "epochs": 4},
     # the nabla-tau copy: SGD, smoothing 0.5; 12 epochs, past sstart = 10 (the SGDA average)
-    "nabla_tau_sgda": {**NABLA_TAU_HP, **SMALL, "lr": 0.05, "epochs": 12, "max_epochs": 3},
+    "nabla_tau_sgda": {
+        **NABLA_TAU_HP,
+        **SMALL,
+        **{"forget_batch": 4, "retain_batch": 15, "lr": 0.05, "epochs": 12, "max_epochs": 3},
+    },
     "rmsprop": {**SMALL, "optimizer": "rmsprop", "lr": 1e-3, "epochs": 3},
 }
 
