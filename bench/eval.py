@@ -317,101 +317,19 @@ def prepare(args: argparse.Namespace):
     """``(spec, supplied, env)`` from the command line, every input checked (one
     :class:`BenchError` otherwise): the data and forget set, the original imported into the
     cache, every unlearned file read and fitted to the architecture."""
-
-    from bench.archs import ARCHS
-    from bench.checkpoint import file_sha256, import_checkpoint, load_into, read_state_dict
-    from bench.data import carve, data_root, load_dataset, select_forget
-    from bench.oracle import positions_digest
-    from bench.protocol import Env, Supplied
-    from bench.run import _carve_checked, check_timm, check_writable_dir
-    from bench.spec import DataSpec, ForgetSpec, RunSpec, parse_normalize
+    from bench.protocol import Supplied
+    from bench.spec import RunSpec
     from bench.suites import dataset_defaults
-    from bench.train import fresh_model
 
     _check_args(args)
     _, recipe = dataset_defaults(args.dataset)  # an unknown dataset: the nearest names
-    if args.arch.startswith("timm/"):
-        check_timm(args.arch[len("timm/") :])
-    else:
-        ARCHS.entry(args.arch)
-    out = Path(args.out)
-    env = Env(
-        out=out,
-        cache=args.cache_dir,
-        data_root=data_root(args.data_root),
-        download=args.download,
-        device=_device(args.device),
-    )
-    check_writable_dir(out, "--out")
-    check_writable_dir(env.cache, "--cache-dir" if args.cache_dir else "the cache folder")
-    data = DataSpec(args.dataset)
-    if args.val_fraction:
-        data = DataSpec(args.dataset, val_fraction=args.val_fraction)
-    if args.train_subset is not None:
-        data = DataSpec(data.name, data.val_fraction, args.train_subset)
-    if args.retain_eval is not None:
-        data = dataclasses.replace(data, retain_eval=args.retain_eval)
-    bundle = load_dataset(data.name, env.locations)
-    carved = _carve_checked(carve, bundle, data)
-    n_train = len(carved.train)
-
-    normalize = None
-    if args.normalize is not None:
-        normalize = parse_normalize(args.normalize, bundle.input_shape[0])
-        if len(normalize[0]) != bundle.input_shape[0]:
-            raise BenchError(
-                f"--normalize has {len(normalize[0])} means and stds, but {data.name} has "
-                f"{bundle.input_shape[0]} channel(s)"
-            )
-
+    env = _eval_env(args)
+    data, bundle, carved, normalize = _eval_data(args, env)
     files: dict[str, Any] = {}
     hp: dict[str, Any] = {}
-    if args.forget_file:
-        positions = read_indices(args.forget_file, n_train)
-        digest = positions_digest(positions)
-        forget = ForgetSpec("instance", k=int(positions.numel()))
-        forget_seed, label = 0, FILE_LABEL.format(digest[:8])
-        hp["forget_file"] = digest
-        path = Path(args.forget_file).expanduser()
-        files["forget_file"] = {
-            "path": str(path.resolve()),
-            "sha256": file_sha256(path),
-            "positions": digest,
-        }
-    else:
-        forget = ForgetSpec.parse(args.forget)
-        forget_seed, label, positions = args.forget_seed or 0, None, None
-        targets = bundle.train.targets.index_select(0, carved.train)
-        drawn = select_forget(targets, forget, forget_seed)
-        if len(drawn) >= n_train:
-            raise BenchError(
-                f"forget set {forget.label} is the whole training split of {data.name} "
-                f"({n_train} images): nothing is left to retain"
-            )
+    forget, forget_seed, label, positions = _eval_forget(args, data, bundle, carved, files, hp)
     seed = args.seed if args.seed is not None else forget_seed
-
-    model = fresh_model(bundle, args.arch, 0, normalize=normalize)
-    orig = Path(args.original).expanduser()
-    load_into(
-        copy.deepcopy(model),
-        read_state_dict(orig),
-        f"original checkpoint {orig} (--arch {args.arch})",
-    )
-    ref = import_checkpoint(orig, env.cache)
-    files["original"] = {"path": str(orig.resolve()), "sha256": ref.removeprefix("sha256:")}
-    sds, names, shas = [], [], []
-    for text in args.unlearned:
-        path = Path(text).expanduser()
-        sd = read_state_dict(path)
-        load_into(copy.deepcopy(model), sd, f"unlearned checkpoint {path} (--arch {args.arch})")
-        sds.append(sd)
-        names.append(str(path))
-        shas.append(file_sha256(path))
-    files["unlearned"] = [
-        {"path": str(Path(n).resolve()), "sha256": s} for n, s in zip(names, shas)
-    ]
-    hp["unlearned"] = tuple(shas)
-
+    ref, sds, names = _eval_models(args, bundle, normalize, env, files, hp)
     pool = args.pool
     if pool and recipe.epochs == 0:
         raise BenchError(
@@ -441,6 +359,114 @@ def prepare(args: argparse.Namespace):
     meta = {"external": True, "files": files, "replicas": len(sds)}
     supplied = Supplied(sds, names, positions, label, meta)
     return spec, supplied, env
+
+
+def _eval_env(args: argparse.Namespace):
+    """The architecture checked, and the environment with writable output and cache."""
+    from bench.archs import ARCHS
+    from bench.data import data_root
+    from bench.protocol import Env
+    from bench.run import check_timm, check_writable_dir
+
+    if args.arch.startswith("timm/"):
+        check_timm(args.arch[len("timm/") :])
+    else:
+        ARCHS.entry(args.arch)
+    env = Env(
+        out=Path(args.out),
+        cache=args.cache_dir,
+        data_root=data_root(args.data_root),
+        download=args.download,
+        device=_device(args.device),
+    )
+    check_writable_dir(env.out, "--out")
+    check_writable_dir(env.cache, "--cache-dir" if args.cache_dir else "the cache folder")
+    return env
+
+
+def _eval_data(args: argparse.Namespace, env):
+    """``(data spec, bundle, carved splits, normalization)`` of the command line."""
+    from bench.data import carve, load_dataset
+    from bench.run import carve_checked
+    from bench.spec import DataSpec, parse_normalize
+
+    data = DataSpec(args.dataset)
+    if args.val_fraction:
+        data = DataSpec(args.dataset, val_fraction=args.val_fraction)
+    if args.train_subset is not None:
+        data = DataSpec(data.name, data.val_fraction, args.train_subset)
+    if args.retain_eval is not None:
+        data = dataclasses.replace(data, retain_eval=args.retain_eval)
+    bundle = load_dataset(data.name, env.locations)
+    carved = carve_checked(carve, bundle, data)
+    normalize = None
+    if args.normalize is not None:
+        normalize = parse_normalize(args.normalize, bundle.input_shape[0])
+        if len(normalize[0]) != bundle.input_shape[0]:
+            raise BenchError(
+                f"--normalize has {len(normalize[0])} means and stds, but {data.name} has "
+                f"{bundle.input_shape[0]} channel(s)"
+            )
+    return data, bundle, carved, normalize
+
+
+def _eval_forget(args, data, bundle, carved, files: dict, hp: dict):
+    """``(forget spec, forget seed, label, positions)``: from ``--forget-file`` (its digest
+    and file in ``hp`` and ``files``), or drawn as ``--forget`` says."""
+    from bench.checkpoint import file_sha256
+    from bench.data import select_forget
+    from bench.oracle import positions_digest
+    from bench.spec import ForgetSpec
+
+    n_train = len(carved.train)
+    if args.forget_file:
+        positions = read_indices(args.forget_file, n_train)
+        digest = positions_digest(positions)
+        hp["forget_file"] = digest
+        path = Path(args.forget_file).expanduser()
+        files["forget_file"] = {
+            "path": str(path.resolve()),
+            "sha256": file_sha256(path),
+            "positions": digest,
+        }
+        forget = ForgetSpec("instance", k=int(positions.numel()))
+        return forget, 0, FILE_LABEL.format(digest[:8]), positions
+    forget = ForgetSpec.parse(args.forget)
+    forget_seed = args.forget_seed or 0
+    targets = bundle.train.targets.index_select(0, carved.train)
+    if len(select_forget(targets, forget, forget_seed)) >= n_train:
+        raise BenchError(
+            f"forget set {forget.label} is the whole training split of {data.name} "
+            f"({n_train} images): nothing is left to retain"
+        )
+    return forget, forget_seed, None, None
+
+
+def _eval_models(args, bundle, normalize, env, files: dict, hp: dict):
+    """``(original's cache reference, unlearned state dicts, their paths)``: every file read
+    and fitted to the architecture; their hashes in ``hp`` and ``files``."""
+    from bench.checkpoint import file_sha256, import_checkpoint, load_into, read_state_dict
+    from bench.train import fresh_model
+
+    model = fresh_model(bundle, args.arch, 0, normalize=normalize)
+    orig = Path(args.original).expanduser()
+    what = f"original checkpoint {orig} (--arch {args.arch})"
+    load_into(copy.deepcopy(model), read_state_dict(orig), what)
+    ref = import_checkpoint(orig, env.cache)
+    files["original"] = {"path": str(orig.resolve()), "sha256": ref.removeprefix("sha256:")}
+    sds, names, shas = [], [], []
+    for text in args.unlearned:
+        path = Path(text).expanduser()
+        sd = read_state_dict(path)
+        load_into(copy.deepcopy(model), sd, f"unlearned checkpoint {path} (--arch {args.arch})")
+        sds.append(sd)
+        names.append(str(path))
+        shas.append(file_sha256(path))
+    files["unlearned"] = [
+        {"path": str(Path(n).resolve()), "sha256": s} for n, s in zip(names, shas)
+    ]
+    hp["unlearned"] = tuple(shas)
+    return ref, sds, names
 
 
 # ---------------------------------------------------------------------------------------------

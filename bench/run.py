@@ -330,7 +330,7 @@ def validate(specs, env) -> None:
             continue
         seen.add(key)
         bundle = load_dataset(s.data.name, env.locations)
-        carved = _carve_checked(carve, bundle, s.data)
+        carved = carve_checked(carve, bundle, s.data)
         targets = bundle.train.targets.index_select(0, carved.train)
         forget = select_forget(targets, s.forget, s.forget_seed)
         if len(forget) >= len(carved.train):
@@ -380,7 +380,7 @@ def _own_val(spec, env):
     return load_dataset(spec.data.name, env.locations).val
 
 
-def _carve_checked(carve, bundle, data):
+def carve_checked(carve, bundle, data):
     """``carve(bundle, data)`` with the carving options checked against the split sizes: a
     ``train_subset`` larger than the split is an error (it used to be clamped silently), and
     a ``val_fraction`` that cannot be split per class names the option to change."""
