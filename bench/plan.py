@@ -200,8 +200,8 @@ NOMINAL_SIZES = {
 NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "imagenet": 1000, "digits": 10, "synthetic": 4}
 
 #: ASSUMED training throughput on one H100 (images/s, bf16, data on the device); evaluation is
-#: taken as 3x faster. These are planning assumptions, not measurements: see the README's
-#: Performance section for measured numbers.
+#: taken as 3x faster. These are planning assumptions, not measurements: see
+#: docs/performance.md for measured numbers.
 ASSUMED_TRAIN_IMG_S = {
     "smallcnn": 200_000,
     "mlp": 400_000,

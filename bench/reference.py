@@ -2,9 +2,10 @@
 deviations of the harness from it.
 
 Registration carries it (``@register_method(..., references=(Reference(...),),
-deviations=(...,))``); ``python -m bench.run --list methods -v`` prints it, and the README's
-fidelity table is generated from it (``reports.fidelity``), so that the prose and the registry
-cannot disagree. A method with no public reference code says so with ``no_reference="why"``.
+deviations=(...,))``); ``python -m bench.run --list methods -v`` prints it, and the fidelity
+table of ``docs/methods.md`` is generated from it (``reports.fidelity``), so that the prose and
+the registry cannot disagree. A method with no public reference code says so with
+``no_reference="why"``.
 
 A ``Reference`` names what the harness restates: ``conformance`` is the test in
 ``tests/conformance/`` that restates the reference at that commit, step by step on a tiny case in

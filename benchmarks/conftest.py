@@ -1,6 +1,6 @@
 """Shared pieces of the benchmarks: the machine, the data, and a summary printed at the end.
 
-Run: ``python -m pytest benchmarks/`` (see the README's Performance section). Numbers each
+Run: ``python -m pytest benchmarks/`` (see docs/performance.md). Numbers each
 benchmark measures go into ``RESULTS`` and are printed, with the ratio of our pretraining
 epoch to the reference pipeline's, in the terminal summary.
 """

@@ -6,7 +6,7 @@ Pairs runs by (method, dataset, arch, forget set, seed), prints test accuracy, D
 and optimizer steps side by side, and exits 1 when a pair's test accuracy differs by more
 than ``--max-acc-diff`` points, its steps by more than ``--max-step-diff`` (relative, at least
 one step), or a run is missing on one side. Used by ``scripts/gpu-check.sh`` for bf16 vs fp32
-on CUDA, and for the README's CPU check (``--precision bf16 --device cpu``).
+on CUDA, and for the CPU check of docs/performance.md (``--precision bf16 --device cpu``).
 """
 
 from __future__ import annotations
