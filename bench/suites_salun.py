@@ -84,12 +84,17 @@ SALUN_RECIPE = Recipe(
 #: ``boundary_expanding`` (the reference's argument defaults, unknown) and
 #: ``boundary_shrink`` (the Boundary paper's lr 1e-5, 10 epochs; unknown for the table) are
 #: their defaults. FT: the README's 10 epochs at lr 0.01, with the reference's batch of 256.
-#: SalUn's mask as the code that made the table applied it (``reference_2024``: gradients
-#: masked, weight decay and momentum still move the weights outside the mask; PR #33 of Feb
-#: 2026 fixed that, which ``mask_mode="hard"``, the method's default, follows).
+#: SalUn as the code that made the table ran it, ``unlearn/RL.py`` @ 9576623: its mask
+#: applied as then (``reference_2024``: gradients masked, weight decay and momentum still move
+#: the weights outside the mask; PR #33 of Feb 2026 fixed that, which ``mask_mode="hard"``,
+#: the method's default, follows) and its loop (``retain_mode="union"``, the method's
+#: default: one shuffled loader over the relabelled D_f together with D_r; the D_f pass then
+#: D_r pass of ``"sequential"`` is the reference's only since f31f82e, Apr 2024). SalUn,
+#: ``l1_sparse`` and ``rl`` augment as the recipe does (``augment="recipe"``), the mask pass
+#: included, as the reference's loaders carry the training transform.
 SALUN_TABLE_HP = {
     "finetune": {"epochs": 10, "lr": 0.01, "batch_size": 256},
-    "salun": {"mask_mode": "reference_2024"},
+    "salun": {"mask_mode": "reference_2024", "retain_mode": "union"},
 }
 #: the L2UL family stops at D_f accuracy 0 and is capped at 1000 epochs for instance-wise
 #: unlearning of 16-256 images; here the cap is the table's budget of 10 epochs (on 4,500 to

@@ -3,6 +3,7 @@ SalUn's Table 1 runs it (compare ``random_labels``, L2UL's D_f-only variant with
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -13,6 +14,7 @@ from bench import runtime
 from bench.data import View
 from bench.errors import BenchError
 from bench.method import hparam, register_method
+from bench.reference import Reference
 from bench.unlearning import SalUnTableSGD, sgd
 
 #: the reference's ``unlearn/RL.py`` as it was when the table was made (first commit, Oct
@@ -28,6 +30,20 @@ REFERENCE = (
     "a6e89fd17ff737c24c6aa16c9574469a234ffd91/Classification/unlearn/RL.py"
 )
 RETAIN_MODES = ("union", "sequential")
+#: Unlearn-Saliency's commits: the first (Oct 2023, the code of SalUn's Table 1) and today's
+SALUN_REPO = "OPTML-Group/Unlearn-Saliency"
+TABLE_COMMIT = "95766237d2c29c391c9bb0f0dbdb67d31e995f4c"
+HEAD_COMMIT = "a6e89fd17ff737c24c6aa16c9574469a234ffd91"
+CONFORMANCE = "tests/conformance/test_unlearn_saliency.py"
+#: the deviations ``rl`` and ``salun`` share (their loop is one function, random_label_epoch)
+LOOP_DEVIATIONS = (
+    "labels, shuffles and crop/flip draws come from ctx.generator, not numpy's and torch's "
+    "global RNGs (same distributions; the conformance test feeds both the same draws)",
+    "the reference's MultiStepLR (x0.1 at epochs 91 and 136) never fires within 10 epochs "
+    "and is not implemented, nor its warm-up (off by default)",
+    "RL.py @ 9576623 relabels D_f only for cifar10 and svhn (other datasets train on D_f "
+    "under its true labels); the harness relabels on every dataset",
+)
 
 
 @dataclass(frozen=True)
@@ -60,6 +76,23 @@ def _union(forget: View, retain: View, order: Tensor) -> View:
         "Table 1: RL)"
     ),
     reference=REFERENCE_2023,
+    references=(
+        Reference(
+            SALUN_REPO,
+            TABLE_COMMIT,
+            "Classification/unlearn/RL.py: RL; unlearn/impl.py: iterative_unlearn",
+            role="table-time loop (SalUn Table 1): retain_mode='union', the default",
+            conformance=f"{CONFORMANCE}::test_rl_equals_the_reference",
+        ),
+        Reference(
+            SALUN_REPO,
+            HEAD_COMMIT,
+            "Classification/unlearn/RL.py: RL, cifar10 branch (since f31f82e)",
+            role="HEAD loop: retain_mode='sequential'",
+            conformance=f"{CONFORMANCE}::test_rl_equals_the_reference",
+        ),
+    ),
+    deviations=LOOP_DEVIATIONS,
     quick_hp={"epochs": 3, "lr": 0.03, "batch_size": 16},
 )
 def rl(model, data, hp: RLHP, ctx):
@@ -84,15 +117,16 @@ def rl(model, data, hp: RLHP, ctx):
     ``random_labels`` is L2UL's variant: D_f only (optionally one D_r batch per step), wrong
     labels only, unshuffled batches of 32, stop at D_f accuracy 0.
 
-    Deviations: (i) the random labels, shuffles and crops come from ``ctx.generator``, not
-    numpy's and torch's global RNGs (same distributions); (ii) the reference's MultiStepLR
-    (x0.1 at epochs 91 and 136) never fires within 10 epochs and is not implemented, nor its
-    warm-up (off by default; with it on, the reference's line would fail on an undefined
-    ``i``)."""
+    Follows Unlearn-Saliency @ 9576623 (``union``) and @ a6e89fd (``sequential``, the same
+    loop since f31f82e), restated step by step in
+    ``tests/conformance/test_unlearn_saliency.py`` (parameters and BatchNorm statistics equal
+    with crop + flip on). Deviations (``deviations=`` of the registration): (i) the random
+    labels, shuffles and crops come from ``ctx.generator``, not numpy's and torch's global
+    RNGs (same distributions); (ii) the reference's MultiStepLR (x0.1 at epochs 91 and 136)
+    never fires within 10 epochs and is not implemented, nor its warm-up (off by default;
+    with it on, the reference's line would fail on an undefined ``i``); (iii) ``RL.py`` @
+    9576623 relabels D_f only on cifar10 and svhn; the harness relabels on every dataset."""
     opt = sgd(model, hp)
-    augment = ctx.augmentation(hp.augment)
-    kw = {"generator": ctx.generator, "augment": augment, "crop_padding": ctx.recipe.crop_padding}
-    c = data.num_classes
 
     def step(x: Tensor, y: Tensor) -> None:
         loss = F.cross_entropy(model(x), y)
@@ -101,21 +135,34 @@ def rl(model, data, hp: RLHP, ctx):
         opt.step()
         ctx.step()
 
-    n_f = len(data.forget)
     for _ in range(hp.epochs):
         model.train()
-        if hp.retain_mode == "union":
-            y_rand = torch.randint(0, c, (n_f,), generator=ctx.generator)
-            order = torch.randperm(n_f + len(data.retain), generator=ctx.generator)
-            labels = torch.cat([y_rand, data.retain.targets.cpu()]).index_select(0, order)
-            s = 0
-            for x, _ in _union(data.forget, data.retain, order).loader(hp.batch_size, **kw):
-                step(x, runtime.to_device(labels[s : s + x.shape[0]], x.device))
-                s += x.shape[0]
-        else:
-            for x, y in data.forget.loader(hp.batch_size, shuffle=True, **kw):
-                y_rand = torch.randint(0, c, y.shape, generator=ctx.generator)
-                step(x, runtime.to_device(y_rand, y.device))
-            for x, y in data.retain.loader(hp.batch_size, shuffle=True, **kw):
-                step(x, y)
+        random_label_epoch(data, hp, ctx, step)
     return model
+
+
+def random_label_epoch(data, hp, ctx, step: Callable[[Tensor, Tensor], None]) -> None:
+    """One epoch of the reference's random-label loop, shared by ``rl`` and ``salun``:
+    ``step(x, y)`` is called once per batch (``hp.batch_size``, ``hp.augment``), in the order
+    ``hp.retain_mode`` says (see :func:`rl`). Generator draws, in order: ``union``: the D_f
+    labels (one per example), the permutation of D_f + D_r, then per batch the crop/flip
+    draws; ``sequential``: the D_f permutation, per D_f batch its crop/flip draws then its
+    labels, then the D_r permutation and per batch its crop/flip draws."""
+    augment = ctx.augmentation(hp.augment)
+    kw = {"generator": ctx.generator, "augment": augment, "crop_padding": ctx.recipe.crop_padding}
+    c = data.num_classes
+    n_f = len(data.forget)
+    if hp.retain_mode == "union":
+        y_rand = torch.randint(0, c, (n_f,), generator=ctx.generator)
+        order = torch.randperm(n_f + len(data.retain), generator=ctx.generator)
+        labels = torch.cat([y_rand, data.retain.targets.cpu()]).index_select(0, order)
+        s = 0
+        for x, _ in _union(data.forget, data.retain, order).loader(hp.batch_size, **kw):
+            step(x, runtime.to_device(labels[s : s + x.shape[0]], x.device))
+            s += x.shape[0]
+    else:
+        for x, y in data.forget.loader(hp.batch_size, shuffle=True, **kw):
+            y_rand = torch.randint(0, c, y.shape, generator=ctx.generator)
+            step(x, runtime.to_device(y_rand, y.device))
+        for x, y in data.retain.loader(hp.batch_size, shuffle=True, **kw):
+            step(x, y)

@@ -154,12 +154,17 @@ def test_rl_union_trains_relabelled_forget_and_retain_as_one_shuffled_set(monkey
     assert len({tuple(labels) for labels in forget_labels}) > 1  # redrawn every epoch
 
 
-def test_rl_sequential_is_salun_with_every_weight_salient():
-    """``retain_mode="sequential"`` (the reference's CIFAR-10 branch since f31f82e) is SalUn's
-    loop with a mask over every weight: bit for bit."""
+@pytest.mark.parametrize("mode", ["union", "sequential"])
+def test_rl_is_salun_with_every_weight_salient(mode):
+    """``rl`` and ``salun`` share one loop (``union``: ``RL.py`` @ 9576623, the table's;
+    ``sequential``: its CIFAR-10 branch since f31f82e): with a mask over every weight, SalUn
+    is RL bit for bit, once RL's generator has made the mask pass's one draw (the shuffle of
+    D_f; the toy recipe does not augment)."""
     data = toy_data()
-    kw = {"epochs": 2, "lr": 0.05, "batch_size": 8}
-    a = rl(mlp_bn(), data, make_hparams("rl", {**kw, "retain_mode": "sequential"}), toy_ctx(3))
+    kw = {"epochs": 2, "lr": 0.05, "batch_size": 8, "retain_mode": mode}
+    ctx = toy_ctx(3)
+    torch.randperm(len(data.forget), generator=ctx.generator)  # the mask pass's shuffle
+    a = rl(mlp_bn(), data, make_hparams("rl", kw), ctx)
     salun = METHODS.get("salun")
     b = salun(mlp_bn(), data, make_hparams("salun", {**kw, "mask_ratio": 1.0}), toy_ctx(3))
     for (n, p), q in zip(a.state_dict().items(), b.state_dict().values()):
