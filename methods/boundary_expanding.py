@@ -12,6 +12,7 @@ from torch import nn
 from bench import runtime
 from bench.errors import BenchError
 from bench.method import register_method
+from bench.reference import Reference
 from bench.unlearning import SalUnTableSGD
 from methods.boundary_shrink import CHEN_2023, fit_forget_to
 
@@ -141,6 +142,36 @@ def shadow_fraction(model: nn.Module, forget, shadow: int) -> float:
     needs=("forget",),
     citation=f"{CHEN_2023} (Boundary Expanding)",
     reference=REFERENCE,
+    references=(
+        Reference(
+            "OPTML-Group/Unlearn-Saliency",
+            "a6e89fd17ff737c24c6aa16c9574469a234ffd91",
+            "Classification/unlearn/boundary_ex.py: expand_model, boundary_expanding_iter "
+            "(+ unlearn/impl.py, main_forget.py loaders, arg_parser.py defaults)",
+            role="SalUn Table 1 (BE); the same loop as at 9576623",
+            conformance="tests/conformance/test_boundary_unlearning.py"
+            "::test_boundary_expanding_equals_the_reference_loop",
+        ),
+        Reference(
+            "TY-LEE-KR/Boundary-Unlearning-Code",
+            "86c2f1f",
+            "boundary_unlearning.py: boundary_expanding",
+            role="the paper's code: prunes the shadow output as the harness does; its lr "
+            "1e-5, no weight decay, no augmentation are hyperparameter values",
+        ),
+    ),
+    deviations=(
+        "the shadow output is dropped after training (as in the paper's code): the reference "
+        "scores the (C+1)-output model, so a D_f example predicted as the shadow class counts "
+        "as forgotten there but is predicted as its best remaining class here "
+        "(forget_shadow_fraction reports the share)",
+        "the shadow row's initialisation, the shuffles and the crops/flips come from the run's "
+        "generator (reference: the global RNG; same distributions)",
+        "the reference's MultiStepLR (x0.1 at epochs 91 and 136) never fires within its 10 "
+        "epochs and is not implemented",
+        "a model whose last nn.Linear is not its C-wide output layer is refused; the "
+        "reference widens whichever nn.Linear is last",
+    ),
     quick_hp={},  # the defaults take 10 steps (0.2 s) and forget the toy D_f
 )
 def boundary_expanding(model, data, hp: BoundaryExpandingHP, ctx):
@@ -159,6 +190,9 @@ def boundary_expanding(model, data, hp: BoundaryExpandingHP, ctx):
        trained rows of the other classes. Reports ``forget_shadow_fraction`` (% of D_f
        predicted as the shadow class just before, the reference's notion of forgotten).
 
+    Steps 1-2 are restated step by step in ``tests/conformance/test_boundary_unlearning.py``
+    (parameters and BatchNorm statistics equal to 1e-9 in float64, with crop + flip).
+
     Deviations: (i) the reference never prunes: it scores the (C+1)-output model, so a D_f
     example predicted as the shadow class counts as misclassified and the MIA sees softmaxes
     over C+1 classes; here, as in the authors' own code (TY-LEE-KR/Boundary-Unlearning-Code
@@ -166,11 +200,11 @@ def boundary_expanding(model, data, hp: BoundaryExpandingHP, ctx):
     output is removed, because every harness metric scores C-class models: such an example
     is predicted as its best remaining class, which may be its true class, so D_f accuracy
     can be higher than the reference would report (``forget_shadow_fraction`` gives the
-    difference). (ii) The shadow row is drawn from ``ctx.generator``, not the global RNG
-    (same distribution). (iii) The reference's MultiStepLR (x0.1 at epochs 91 and 136) never
-    fires within its 10 epochs and is not implemented. (iv) A model whose last ``nn.Linear``
-    is not its C-wide output layer is refused (:class:`BenchError`); the reference would
-    widen whichever is last."""
+    difference). (ii) The shadow row, the shuffles and the crops/flips are drawn from
+    ``ctx.generator``, not the global RNG (same distributions). (iii) The reference's
+    MultiStepLR (x0.1 at epochs 91 and 136) never fires within its 10 epochs and is not
+    implemented. (iv) A model whose last ``nn.Linear`` is not its C-wide output layer is
+    refused (:class:`BenchError`); the reference would widen whichever is last."""
     c = data.num_classes
     widen_head(model, c, ctx.generator)
     x0, _ = next(iter(data.forget.loader(1)))
