@@ -39,8 +39,8 @@ from typing import Any
 from bench.errors import ArgumentParser, BenchError
 
 #: metrics that read the oracle pool; the first three also the unlearned replicas
-POOL_METRICS = ("klom", "challenge_score", "fqs", "ulira")
-REPLICA_METRICS = ("klom", "challenge_score", "ulira")
+POOL_METRICS = ("klom", "klom_easydub", "challenge_score", "fqs", "ulira")
+REPLICA_METRICS = ("klom", "klom_easydub", "challenge_score", "ulira")
 #: the label of the forget set given as an index file (its positions' digest)
 FILE_LABEL = "idx={}"
 
@@ -238,7 +238,8 @@ def resolve_metrics(text: str | None, pool: int, n_unlearned: int) -> tuple[tupl
         if needing and not pool:
             raise BenchError(
                 f"--metrics {', '.join(needing)} read(s) the oracle pool: add --pool K (K "
-                "retrained models, and K --unlearned replicas for klom, challenge_score, ulira)"
+                "retrained models, and K --unlearned replicas for klom, klom_easydub, "
+                "challenge_score, ulira)"
             )
     notes = []
     if pool and n_unlearned < pool:

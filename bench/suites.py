@@ -378,6 +378,7 @@ CHEAP_METRICS = (
 #: metrics that retrain models (oracle pool), rerun the method, or fine-tune: named by suites
 EXPENSIVE_METRICS = (
     "klom",
+    "klom_easydub",
     "challenge_score",
     "fqs",
     "ulira",

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from bench.metrics import EvalInput, register_metric
+from bench.reference import Reference
 
 Rows = list[tuple[str, str, float]]
 
@@ -299,7 +300,35 @@ def _xy(ev: EvalInput, split: str) -> tuple[torch.Tensor, torch.Tensor]:
     return ev.logits(split), ev.targets(split)
 
 
-@register_metric("mia_svc", ideal="match retrain", cost="cheap")
+@register_metric(
+    "mia_svc",
+    ideal="match retrain",
+    cost="cheap",
+    references=(
+        Reference(
+            repo="OPTML-Group/Unlearn-Sparse",
+            commit="80ba55d36d0871465c2d3e3896db26a98070e065",
+            file="main_forget.py (forget efficacy MIA); evaluation/SVC_MIA.py: SVC_MIA, "
+            "SVC_fit_predict",
+            role="MIA-Efficacy of Unlearn-Sparse",
+            conformance="tests/conformance/test_svc_mia_unlearn_sparse.py",
+        ),
+        Reference(
+            repo="OPTML-Group/Unlearn-Saliency",
+            commit="a6e89fd17ff737c24c6aa16c9574469a234ffd91",
+            file="Classification/main_forget.py; Classification/evaluation/SVC_MIA.py",
+            role="MIA-Efficacy of SalUn, the same code",
+            conformance="tests/conformance/test_svc_mia_unlearn_sparse.py",
+        ),
+    ),
+    deviations=(
+        "features in float64 (float32 softmax in the references)",
+        "mia_svc_m_entropy is Song & Mittal's modified entropy; the references' m_entropy "
+        "indexes whole columns ([:, labels]) and takes log p for log(1 - p), a bug not copied",
+        "a retain set smaller than the test set is used whole (the references' Subset fails)",
+        "SVC_MAX_ROWS optionally caps the test side (default None: the references' protocol)",
+    ),
+)
 def mia_svc(ev: EvalInput) -> Rows:
     """SVC MIA-Efficacy on D_f (Unlearn-Sparse / SalUn), fraction of D_f predicted non-member
     by an ``SVC(C=3, gamma="auto", rbf)`` fit on the first |D_test| rows of D_r (member) vs all
@@ -345,7 +374,26 @@ def mia_entropy(ev: EvalInput) -> Rows:
     return [("forget", "mia_entropy", value)]
 
 
-@register_metric("mia_entropy_shadow", ideal="match retrain", cost="cheap")
+@register_metric(
+    "mia_entropy_shadow",
+    ideal="match retrain",
+    cost="cheap",
+    references=(
+        Reference(
+            repo="if-loops/selective-synaptic-dampening",
+            commit="cdfdc0e35c1908e032a6e150d882b0fa17833f85",
+            file="src/metrics.py: entropy, get_membership_attack_data, get_membership_attack_prob",
+            role="SSD's entropy MIA",
+            conformance="tests/conformance/test_entropy_logreg_mia_ssd.py",
+        ),
+    ),
+    deviations=(
+        "a binary LogisticRegression(C=2, balanced) in place of the reference's two-class "
+        "multinomial fit with C=1 (scikit-learn 1.9 has no multi_class): the same predictions "
+        "at the optimum, up to the solver's tolerance",
+        "entropies in float64 (float32 in the reference)",
+    ),
+)
 def mia_entropy_shadow(ev: EvalInput) -> Rows:
     """SSD's entropy MIA (Foster et al. 2024, selective-synaptic-dampening @ cdfdc0e): fraction
     of D_f predicted member by a balanced logistic regression fit on softmax entropies of all
@@ -360,7 +408,24 @@ def mia_entropy_shadow(ev: EvalInput) -> Rows:
     return [("forget", "mia_entropy_shadow", value)]
 
 
-@register_metric("mia_entropy_shadow_svc", ideal="match retrain", cost="expensive")
+@register_metric(
+    "mia_entropy_shadow_svc",
+    ideal="match retrain",
+    cost="expensive",
+    references=(
+        Reference(
+            repo="vikram2000b/bad-teaching-unlearning",
+            commit="f1aa988f71cccf1be6d50e0c6f7b2b905e4c9126",
+            file="metrics.py: entropy, get_membership_attack_data, get_membership_attack_prob",
+            role="Bad Teacher's entropy MIA",
+            conformance="tests/conformance/test_entropy_svc_mia_bad_teaching.py",
+        ),
+    ),
+    deviations=(
+        "entropies in float64 (float32 in the reference)",
+        "SVC_MAX_ROWS optionally caps each side (default None: the reference's protocol)",
+    ),
+)
 def mia_entropy_shadow_svc(ev: EvalInput) -> Rows:
     """Bad Teacher's entropy MIA (Chundawat et al. 2023, bad-teaching-unlearning @ f1aa988):
     fraction of D_f predicted member by ``SVC(C=3, gamma="auto", rbf)`` fit on softmax

@@ -1,5 +1,6 @@
-"""Distribution-level forgetting metrics, registered: ZRF, and the oracle-pool tier (KLOM,
-NeurIPS 2023 challenge score, MUC's population-epsilon forgetting quality score, U-LiRA).
+"""Distribution-level forgetting metrics, registered: ZRF, and the oracle-pool tier (KLOM as
+data-unlearning-bench and as EasyDUB compute it, NeurIPS 2023 challenge score, MUC's
+population-epsilon forgetting quality score, U-LiRA).
 
 The pure functions live in :mod:`bench.metrics.scores`; this module feeds them logits:
 
@@ -10,7 +11,8 @@ The pure functions live in :mod:`bench.metrics.scores`; this module feeds them l
   :mod:`bench.oracle`), sized by the suite's ``pool_size`` (M = K = pool_size).
 
 Pool metrics return no rows when the run has no pool (``pool_size`` 0) or at the "before"
-stage; large splits are subsampled (seeded) to :data:`MAX_POINTS` points.
+stage; large splits are subsampled (seeded) to :data:`MAX_POINTS` points, except by
+``klom_easydub``, which scores every point as EasyDUB does.
 """
 
 from __future__ import annotations
@@ -27,12 +29,14 @@ from bench.metrics.scores import (
     challenge_forget_score,
     challenge_score,
     klom,
+    klom_easydub,
     logit_scaled_confidence,
     margins,
     muc_privacy_score,
     ulira_accuracy,
     zrf,
 )
+from bench.reference import Reference
 
 Rows = list[tuple[str, str, float]]
 
@@ -78,7 +82,37 @@ def zrf_metric(ev: EvalInput) -> Rows:
     return [("forget", "zrf", zrf(p, q))]
 
 
-@register_metric("klom", ideal="0", cost="expensive")
+#: data-unlearning-bench at the commit behind Attribute-to-Delete's KLOM numbers
+A2D_COMMIT = "eb261f9c652aa1daae62c7f23f4e56286edf745c"
+#: EasyDUB-code at the commit behind EasyDUB's published P95 KLOM (README, arXiv 2602.16400)
+EASYDUB_COMMIT = "5de3c4cd1b9b55308e745291e878403c47e98c47"
+
+
+@register_metric(
+    "klom",
+    ideal="0",
+    cost="expensive",
+    references=(
+        Reference(
+            repo="RoyRin/data-unlearning-bench",
+            commit=A2D_COMMIT,
+            file="unlearning_bench/run.py: load_klom; unlearning_bench/eval.py: "
+            "kl_from_margins, compute_binned_KL_div, get_margin",
+            role="Attribute-to-Delete's KLOM: klom, klom_p95, klom_undefined rows",
+            conformance="tests/conformance/test_klom_data_unlearning_bench.py",
+        ),
+    ),
+    deviations=(
+        "M may differ from K (the reference asserts M == K; pools here have M == K)",
+        "margins and bin edges in float64 (the reference's float32 margins give float32 "
+        "linspace edges under NumPy 2)",
+        "D_r and test are subsampled to 2,000 seeded points (the reference scores every point)",
+        "the reference stores per-point values; klom (mean) and klom_p95 are this harness's "
+        "summaries and leave out the reference's NaN points (counted in klom_undefined)",
+        "klom_reverse rows (KL(unlearned || oracle), last bin closed) are this harness's "
+        "former definition, not the reference's",
+    ),
+)
 def klom_metric(ev: EvalInput) -> Rows:
     """KLOM (Georgiev et al. 2024, "Attribute-to-Delete") as published
     (RoyRin/data-unlearning-bench @ eb261f9, ``run.py``): per point, the binned KL (20
@@ -91,7 +125,9 @@ def klom_metric(ev: EvalInput) -> Rows:
     clipped at +100 while an unlearned margin is lower); and ``klom_reverse`` /
     ``klom_reverse_p95``, the harness's former definition (KL(unlearned || oracle), last bin
     closed, every point defined), kept for comparison with older records. 0 =
-    indistinguishable from retraining. Needs ``pool_size`` >= 2."""
+    indistinguishable from retraining. Needs ``pool_size`` >= 2. EasyDUB, through which the
+    same authors now publish KLOM, computes KL(unlearned || oracle) without renormalising:
+    metric ``klom_easydub``, in the same default metric sets as this one."""
     if not _pool_ready(ev):
         return []
     rows: Rows = []
@@ -116,6 +152,67 @@ def klom_metric(ev: EvalInput) -> Rows:
             (split, "klom_undefined", float(np.isnan(per_point).mean())),
             (split, "klom_reverse", float(reverse.mean())),
             (split, "klom_reverse_p95", float(np.percentile(reverse, 95))),
+        ]
+    return rows
+
+
+@register_metric(
+    "klom_easydub",
+    ideal="0",
+    cost="expensive",
+    references=(
+        Reference(
+            repo="easydub/EasyDUB-code",
+            commit=EASYDUB_COMMIT,
+            file="easydub/eval.py: klom_from_margins, binned_kl_divergence; eval_pretrain.py, "
+            "train_models.py: compute_margins_multi, P95 (and mean) per split",
+            role="EasyDUB's published P95 KLOM per split, arXiv 2602.16400",
+            conformance="tests/conformance/test_klom_easydub.py",
+        ),
+    ),
+    deviations=(
+        "margins in float64 from the evaluated logits (the reference's are float32, from "
+        "bf16-autocast logits on GPUs with bf16, and give float32 bin edges under NumPy 2)",
+        "M may differ from K (the reference asserts M == K; pools here have M == K)",
+        "splits are this run's D_f, D_r and test (EasyDUB: its fixed CIFAR-10 forget sets, "
+        "retain, and val = the CIFAR-10 test set, with 100 ResNet-9 models a side)",
+        "klom_easydub_empty (share of points the reference scores 0 because every unlearned "
+        "margin sits at the joint maximum) is a diagnostic of this harness",
+    ),
+)
+def klom_easydub_metric(ev: EvalInput) -> Rows:
+    """KLOM as EasyDUB publishes it (Rinberg et al. 2026, arXiv 2602.16400; easydub/EasyDUB-code
+    @ 5de3c4c, ``easydub/eval.py`` ``klom_from_margins``, P95 per split as ``eval_pretrain.py``
+    and ``train_models.py`` report it): per point, the binned KL(unlearned || oracle) of the
+    margins ``z_y - logsumexp_{j != y} z_j`` of M unlearned replicas against K oracle models
+    (20 ``np.digitize`` bins over the joint range, margins clipped to +-100, eps 1e-5 on the
+    oracle side where the unlearned side is positive, no renormalisation; nats;
+    :func:`bench.metrics.scores.klom_easydub`), over every point of D_f, D_r and test (the
+    reference's forget, retain and val, val being CIFAR-10's test set). Rows per split:
+    ``klom_easydub_p95`` (95th percentile, linear interpolation: EasyDUB's headline),
+    ``klom_easydub`` (mean) and ``klom_easydub_empty`` (fraction of points where every
+    unlearned margin sits at the joint maximum, which the reference scores 0; counted in both,
+    as there). 0 = indistinguishable from retraining. Needs ``pool_size`` >= 2.
+
+    The ``klom`` metric is data-unlearning-bench's pipeline (KL(oracle || unlearned),
+    renormalised, behind Attribute-to-Delete's numbers); on peaked margins the two differ by
+    several nats. Deviations: margins in float64 from the evaluated logits (the reference's
+    are float32, from bf16-autocast logits on GPUs with bf16); M may differ from K (the
+    reference asserts M == K; pools here have M == K)."""
+    if not _pool_ready(ev):
+        return []
+    rows: Rows = []
+    for split in ("forget", "retain", "test"):
+        if not ev.has(split):
+            continue
+        y = _labels(ev, split, None)
+        mu = margins(ev.replica_logits(split).double().numpy(), y)
+        mo = margins(ev.oracle_logits(split).double().numpy(), y)
+        per_point, empty = klom_easydub(mo, mu, return_empty=True)
+        rows += [
+            (split, "klom_easydub", float(per_point.mean())),
+            (split, "klom_easydub_p95", float(np.percentile(per_point, 95))),
+            (split, "klom_easydub_empty", float(empty.mean())),
         ]
     return rows
 

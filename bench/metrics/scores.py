@@ -8,6 +8,9 @@ definitions, not copied):
   Matching"; reference ``RoyRin/data-unlearning-bench`` @ eb261f9 (``eval.py``: ``get_margin``,
   ``compute_binned_KL_div``, ``kl_from_margins``; ``run.py``: ``load_klom``, the call whose
   argument order fixes the published direction). :func:`margins`, :func:`klom`.
+* KLOM as EasyDUB computes it: Rinberg et al. 2026, "Easy Data Unlearning Bench" (arXiv
+  2602.16400); reference ``easydub/EasyDUB-code`` @ 5de3c4c (``easydub/eval.py``:
+  ``binned_kl_divergence``, ``klom_from_margins``). :func:`klom_easydub`.
 * Logit-scaled confidence and the per-example epsilon score of the NeurIPS 2023 Machine
   Unlearning challenge: Triantafillou et al. 2024, "Are we making progress in unlearning?
   Findings from the first NeurIPS unlearning competition" and the challenge's metric note;
@@ -214,51 +217,15 @@ def klom(
     ``linspace`` edges under NumPy 2, which can move a sample lying within float32 rounding of
     an edge).
     """
-    q_s = _finite_f64(oracle_margins, "oracle_margins", 2)
-    p_s = _finite_f64(unlearned_margins, "unlearned_margins", 2)
-    if q_s.shape[1] != p_s.shape[1]:
-        raise ValueError(
-            f"oracle_margins {q_s.shape} and unlearned_margins {p_s.shape} disagree on N"
-        )
-    if int(bins) != bins or bins < 1:
-        raise ValueError(f"bins must be a positive integer, got {bins}")
-    bins = int(bins)
-    if not clip > 0:
-        raise ValueError(f"clip must be > 0, got {clip}")
-    eps = float(eps)
-    if not 0 < eps < 1:
-        raise ValueError(f"eps must be in (0, 1), got {eps}")
     if direction not in KLOM_DIRECTIONS:
         raise ValueError(f"direction must be one of {KLOM_DIRECTIONS}, got {direction!r}")
     if binning not in KLOM_BINNINGS:
         raise ValueError(f"binning must be one of {KLOM_BINNINGS}, got {binning!r}")
-    q_s = np.clip(q_s, -clip, clip)
-    p_s = np.clip(p_s, -clip, clip)
-    lo = np.minimum(q_s.min(0), p_s.min(0))
-    hi = np.maximum(q_s.max(0), p_s.max(0))
-    hi = np.where(lo >= hi, lo + 1.0, hi)
-    edges = np.linspace(lo, hi, bins + 1, axis=1)  # (N, bins + 1); last edge == hi exactly
-
-    def hist(sample: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(S, N) sample -> (N, bins) frequencies and (N,) 'any sample counted'."""
-        n_pts = sample.shape[1]
-        idx = np.floor((sample - lo) / (hi - lo) * bins).astype(np.int64)
-        idx = np.clip(idx, 0, bins - 1)
-        # exact placement against the linspace edges (floor can be off by one at an edge)
-        e_t = edges.T  # (bins + 1, N)
-        up = np.take_along_axis(e_t, idx + 1, axis=0)
-        idx = np.where((sample >= up) & (idx < bins - 1), idx + 1, idx)
-        down = np.take_along_axis(e_t, idx, axis=0)
-        idx = np.where((sample < down) & (idx > 0), idx - 1, idx)
-        flat = idx + np.arange(n_pts)[None, :] * bins
-        if binning == "digitize":  # np.digitize drops samples at the joint maximum
-            flat = flat[sample < hi]
-        counts = np.bincount(flat.ravel(), minlength=n_pts * bins).reshape(n_pts, bins)
-        total = counts.sum(1, keepdims=True)
-        return counts / np.maximum(total, 1), total[:, 0] > 0
-
-    oracle, oracle_any = hist(q_s)
-    unlearned, unlearned_any = hist(p_s)
+    q_s, p_s, bins, eps = _klom_inputs(oracle_margins, unlearned_margins, bins, clip, eps)
+    lo, hi, edges = _joint_edges(q_s, p_s, bins)
+    drop_max = binning == "digitize"  # np.digitize drops samples at the joint maximum
+    oracle, oracle_any = _binned_frequencies(q_s, lo, hi, edges, bins, drop_max)
+    unlearned, unlearned_any = _binned_frequencies(p_s, lo, hi, edges, bins, drop_max)
     if direction == "oracle||unlearned":
         p, p_any, q = oracle, oracle_any, unlearned
     else:
@@ -268,6 +235,103 @@ def klom(
     q = q / np.where(p_any, q.sum(1), 1.0)[:, None]
     out = rel_entr(p, q).sum(1)
     return np.where(p_any, out, np.nan)  # only reachable with binning="digitize"
+
+
+def klom_easydub(
+    oracle_margins,
+    unlearned_margins,
+    bins: int = 20,
+    clip: float = 100.0,
+    eps: float = 1e-5,
+    *,
+    return_empty: bool = False,
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """KLOM per example as EasyDUB computes it, shape ``(N,)``; 0 means unlearned.
+
+    EasyDUB (Rinberg et al. 2026, "Easy Data Unlearning Bench", arXiv 2602.16400; reference
+    ``easydub/EasyDUB-code`` @ 5de3c4c, ``easydub/eval.py``: ``klom_from_margins``,
+    ``binned_kl_divergence``) is the benchmark through which KLOM's authors now publish KLOM
+    numbers. Per example n, with ``oracle_margins`` ``(K, N)`` and ``unlearned_margins``
+    ``(M, N)``: both samples are clipped to ``[-clip, clip]``; ``bins + 1`` ``linspace`` edges
+    span their joint range ``[min, max]`` (``[min, min + 1]`` if it is empty); ``np.digitize``
+    bins them and only bins 1..``bins`` are counted (half-open ``[e_b, e_{b+1})``, so samples
+    equal to the joint maximum are dropped); P and Q are the frequencies of the **unlearned**
+    and the **oracle** sample over their counted samples (all zeros when none is counted);
+    Q is floored where P is positive, ``Q' = where(P > 0, max(Q, eps), Q)``, **without
+    renormalising**, and
+
+        KLOM_n = KL(P || Q') = sum_{b: P_b > 0} P_b ln(P_b / Q'_b)   (nats).
+
+    It differs from :func:`klom` in three ways: the direction (KL(unlearned || oracle), where
+    data-unlearning-bench's ``run.py`` gives KL(oracle || unlearned)), the unrenormalised Q'
+    (``klom`` renormalises, as ``scipy.stats.entropy`` does), and the empty-P corner: when every
+    unlearned margin sits at the joint maximum (e.g. M identical replicas more confident than
+    every oracle), no P mass is counted and the value is 0, not NaN. Every value is finite and
+    at most ``ln(1/eps)`` (11.5 nats at 1e-5). ``return_empty=True`` also returns that corner's
+    boolean mask ``(N,)``.
+
+    Deviations: M and K may differ (the reference asserts M == K; the harness's pools have
+    M == K); margins, clipping and edges are float64 (the reference's margins are float32,
+    from bf16-autocast logits where the GPU supports bf16, and NumPy 2 then builds float32
+    edges, which can move a sample lying within float32 rounding of an edge).
+    """
+    q_s, p_s, bins, eps = _klom_inputs(oracle_margins, unlearned_margins, bins, clip, eps)
+    lo, hi, edges = _joint_edges(q_s, p_s, bins)
+    p, p_any = _binned_frequencies(p_s, lo, hi, edges, bins, drop_max=True)  # unlearned
+    q, _ = _binned_frequencies(q_s, lo, hi, edges, bins, drop_max=True)  # oracle
+    q = np.where(p > 0, np.maximum(q, eps), q)  # no renormalisation
+    out = rel_entr(p, q).sum(1)  # P_b ln(P_b / Q'_b) where P_b > 0; 0 for an empty P
+    return (out, ~p_any) if return_empty else out
+
+
+def _klom_inputs(oracle_margins, unlearned_margins, bins, clip, eps):
+    """Checked, clipped float64 ``(K, N)`` oracle and ``(M, N)`` unlearned margins, bins, eps."""
+    q_s = _finite_f64(oracle_margins, "oracle_margins", 2)
+    p_s = _finite_f64(unlearned_margins, "unlearned_margins", 2)
+    if q_s.shape[1] != p_s.shape[1]:
+        raise ValueError(
+            f"oracle_margins {q_s.shape} and unlearned_margins {p_s.shape} disagree on N"
+        )
+    if int(bins) != bins or bins < 1:
+        raise ValueError(f"bins must be a positive integer, got {bins}")
+    if not clip > 0:
+        raise ValueError(f"clip must be > 0, got {clip}")
+    eps = float(eps)
+    if not 0 < eps < 1:
+        raise ValueError(f"eps must be in (0, 1), got {eps}")
+    return np.clip(q_s, -clip, clip), np.clip(p_s, -clip, clip), int(bins), eps
+
+
+def _joint_edges(a: np.ndarray, b: np.ndarray, bins: int):
+    """Per column: the joint range ``lo``, ``hi`` of two ``(S, N)`` samples (``hi = lo + 1``
+    when empty) and its ``(N, bins + 1)`` ``linspace`` edges (the last edge is ``hi`` exactly)."""
+    lo = np.minimum(a.min(0), b.min(0))
+    hi = np.maximum(a.max(0), b.max(0))
+    hi = np.where(lo >= hi, lo + 1.0, hi)
+    return lo, hi, np.linspace(lo, hi, bins + 1, axis=1)
+
+
+def _binned_frequencies(sample, lo, hi, edges, bins: int, drop_max: bool):
+    """``(S, N)`` sample -> ``(N, bins)`` bin frequencies over the counted samples (zeros when
+    none is) and ``(N,)`` "any sample counted". Bins are half-open ``[e_b, e_{b+1})`` against
+    the ``linspace`` edges, as ``np.digitize``; ``drop_max`` leaves out the samples equal to
+    the joint maximum, as ``np.digitize`` does (else the last bin is closed, as
+    ``np.histogram``)."""
+    n_pts = sample.shape[1]
+    idx = np.floor((sample - lo) / (hi - lo) * bins).astype(np.int64)
+    idx = np.clip(idx, 0, bins - 1)
+    # exact placement against the linspace edges (floor can be off by one at an edge)
+    e_t = edges.T  # (bins + 1, N)
+    up = np.take_along_axis(e_t, idx + 1, axis=0)
+    idx = np.where((sample >= up) & (idx < bins - 1), idx + 1, idx)
+    down = np.take_along_axis(e_t, idx, axis=0)
+    idx = np.where((sample < down) & (idx > 0), idx - 1, idx)
+    flat = idx + np.arange(n_pts)[None, :] * bins
+    if drop_max:
+        flat = flat[sample < hi]
+    counts = np.bincount(flat.ravel(), minlength=n_pts * bins).reshape(n_pts, bins)
+    total = counts.sum(1, keepdims=True)
+    return counts / np.maximum(total, 1), total[:, 0] > 0
 
 
 # ---------------------------------------------------------------------------------------
