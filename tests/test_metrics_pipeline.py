@@ -4,6 +4,7 @@ and the retrained model scoring as unlearned where NegGrad does not."""
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -13,7 +14,7 @@ from bench.protocol import execute
 from bench.records import record_path
 from tests.helpers import tiny_spec
 
-POOL_METRICS = ("klom", "challenge_score", "fqs", "ulira")
+POOL_METRICS = ("klom", "klom_easydub", "challenge_score", "fqs", "ulira")
 ALL = tuple(METRICS.list())
 
 
@@ -63,6 +64,9 @@ def test_every_metric_records_rows_after_unlearning(pooled):
         "klom_undefined",
         "klom_reverse",
         "klom_reverse_p95",
+        "klom_easydub",
+        "klom_easydub_p95",
+        "klom_easydub_empty",
         "challenge_score",
         "challenge_forget_score",
         "challenge_eps",
@@ -79,13 +83,35 @@ def test_every_metric_records_rows_after_unlearning(pooled):
 
 
 def test_retrained_model_scores_as_unlearned_and_neggrad_does_not(pooled):
+    """Only what a pool of K = M = 3 decides. On D_f every NegGrad replica's margin lies below
+    every oracle's (NegGrad misclassifies all of D_f, the oracles mostly do not), so KLOM sits
+    at its disjoint-support ceiling there: ln(1/eps) - H(P) >= ln(1/eps) - ln 3 per point in
+    both forms (ln(1/eps) = 11.5 nats in EasyDUB's where NegGrad's three margins share a bin,
+    as at every point measured). A retrained model is a draw from the oracle distribution,
+    whose margins interleave with the oracles': 9.1-9.7 nats over five forget seeds, NegGrad
+    11.04-11.12 (EasyDUB's: 9.2-9.7 against 11.51). On D_r and test no ordering is decided:
+    3 against 3 samples in 20 bins give 8.4-10.1 nats for either method (test-split KLOM put
+    NegGrad below retraining on 4 of those 5 seeds), so those splits are not compared."""
     _, got = pooled
     ng, rt = got["neggrad"][1], got["retrain"][1]
-    # retraining is a draw from the oracle distribution: KLOM near 0, far below NegGrad's
-    assert rt[("forget", "klom")] < ng[("forget", "klom")]
-    assert rt[("test", "klom")] < ng[("test", "klom")]
+    ceiling = math.log(1 / 1e-5)
+    for name in ("klom", "klom_easydub"):  # ln(1/eps) - H(P), P on at most 3 bins
+        assert ng[("forget", name)] >= ceiling - math.log(3), name
+        assert rt[("forget", name)] < ng[("forget", name)], name
+    for rows in (ng, rt):  # every split: finite, within [0, ln((1 + eps) / eps)]
+        for split in ("forget", "retain", "test"):
+            for name in ("klom", "klom_easydub"):
+                assert 0.0 <= rows[(split, name)] <= ceiling + 1e-4, (split, name)
+    # NegGrad's D_f is perfectly separable from the oracles' (every epsilon at the cap: score
+    # 0); a retrained model's is not (0.28-0.41 over five seeds)
+    assert ng[("forget", "challenge_forget_score")] == 0.0
     assert rt[("forget", "challenge_forget_score")] > ng[("forget", "challenge_forget_score")]
+    # NegGrad's D_f entropies and confidences are far from oracle 0's (FQS 0.33-0.47 over five
+    # seeds), a retrained model's are not (0.68-0.82)
     assert rt[("forget", "fqs")] >= ng[("forget", "fqs")]
+    # U-LiRA tells NegGrad's replicas from the oracles on every D_f point (1.0, its extreme);
+    # a retrained model's it cannot (0.38-0.48)
+    assert ng[("forget", "ulira")] == 1.0
     assert abs(rt[("forget", "ulira")] - 0.5) < abs(ng[("forget", "ulira")] - 0.5)
     # the retrained model never saw D_f: its representation of D_f moved from the original's
     assert rt[("retain", "cka_net.11")] < 0.999
