@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from torch.nn import functional as F
 
 from bench.method import register_method
+from bench.reference import Reference
 from bench.unlearning import SalUnTableSGD, sgd
 
 #: the reference this file restates (the ``unlearn/GA.py`` of Unlearn-Sparse @ 80ba55d is the
@@ -40,6 +41,29 @@ class GAHP(SalUnTableSGD):
         "(Unlearn-Sparse) and Fan et al., ICLR 2024 (SalUn, Table 1: GA)"
     ),
     reference=REFERENCE,
+    references=(
+        Reference(
+            "OPTML-Group/Unlearn-Sparse",
+            "80ba55d36d0871465c2d3e3896db26a98070e065",
+            "unlearn/GA.py: GA (+ unlearn/impl.py, main_forget.py loaders, arg_parser.py)",
+            role="Unlearn-Sparse's GA (unchanged since 16a2dbc, Oct 2023)",
+            conformance="tests/conformance/test_unlearn_sparse_baselines.py::test_ga_equals_the_reference_loop",
+        ),
+        Reference(
+            "OPTML-Group/Unlearn-Saliency",
+            "a6e89fd17ff737c24c6aa16c9574469a234ffd91",
+            "Classification/unlearn/GA.py: GA",
+            role="SalUn Table 1 (GA): the same loop when no saliency mask is given (also at "
+            "9576623, the table-time commit)",
+            conformance="tests/conformance/test_unlearn_sparse_baselines.py::test_ga_equals_the_reference_loop",
+        ),
+    ),
+    deviations=(
+        "the shuffles and crops/flips come from the run's generator (reference: the global "
+        "RNG and an unseeded DataLoader; same distributions)",
+        "the reference's MultiStepLR (x0.1 at epochs 91 and 136) never fires within its 5 "
+        "epochs and is not implemented, nor its warm-up (off by default)",
+    ),
     quick_hp={"epochs": 10, "lr": 0.05, "batch_size": 8},
 )
 def ga(model, data, hp: GAHP, ctx):
@@ -52,7 +76,9 @@ def ga(model, data, hp: GAHP, ctx):
     the model in train mode, so BatchNorm statistics move. Exactly ``epochs`` x
     ceil(|D_f| / batch_size) steps: there is no stop rule, D_f accuracy may reach 0 and the
     ascent goes on (``neggrad`` is L2UL's variant: unshuffled batches of 32, no augmentation,
-    stop at D_f accuracy 0).
+    stop at D_f accuracy 0). Restated step by step in
+    ``tests/conformance/test_unlearn_sparse_baselines.py`` (Unlearn-Sparse @ 80ba55d; the
+    parameters and BatchNorm statistics equal to 1e-9 in float64, with crop + flip).
 
     Deviations: (i) the reference's MultiStepLR (x0.1 at epochs 91 and 136) never fires within
     its 5 epochs and is not implemented, nor its warm-up (off by default); (ii) the shuffles

@@ -12,6 +12,7 @@ from torch.nn import functional as F
 
 from bench import runtime
 from bench.method import hparam, register_method
+from bench.reference import Reference
 
 #: the reference this file restates (the SalUn copy; Unlearn-Sparse's ``unlearn/Wfisher.py``
 #: @ 80ba55d computes the same for CIFAR: its second ``woodfisher`` definition, N = 1000,
@@ -146,6 +147,31 @@ def influence_update(model: nn.Module, data, hp: IUHP, loader_kw: dict) -> dict[
         "(WoodFisher, Singh & Alistarh, NeurIPS 2020)"
     ),
     reference=REFERENCE,
+    references=(
+        Reference(
+            "OPTML-Group/Unlearn-Sparse",
+            "80ba55d36d0871465c2d3e3896db26a98070e065",
+            "unlearn/Wfisher.py: Wfisher, woodfisher (the second definition, N = 1000), "
+            "apply_perturb",
+            role="Unlearn-Sparse's IU (unchanged since 16a2dbc, Oct 2023)",
+            conformance="tests/conformance/test_unlearn_sparse_baselines.py::test_iu_equals_the_reference_update",
+        ),
+        Reference(
+            "OPTML-Group/Unlearn-Saliency",
+            "a6e89fd17ff737c24c6aa16c9574469a234ffd91",
+            "Classification/unlearn/Wfisher.py: Wfisher, woodfisher",
+            role="SalUn Table 1 (IU, --unlearn wfisher): the same computation for CIFAR when "
+            "no saliency mask is given (also at 9576623)",
+            conformance="tests/conformance/test_unlearn_sparse_baselines.py::test_iu_equals_the_reference_update",
+        ),
+    ),
+    deviations=(
+        "the crops/flips come from the run's generator (reference: the global RNG), drawn per "
+        "chunk of the vectorised per-sample gradients",
+        "the per-sample retain gradients are vectorised (torch.func.vmap in chunks), equal to "
+        "the reference's batch-1 passes up to float summation order",
+        "the reference's ImageNet branch (woodfisher_im, N = 300000) is not restated",
+    ),
     # the toy model's v is small (divided by n_f + n_r = 256): alpha 20 moves D_f accuracy
     # from 100 to ~56 % there (0.2 leaves it at 100); 0.6 s
     quick_hp={"alpha": 20.0},
@@ -173,6 +199,10 @@ def iu(model, data, hp: IUHP, ctx):
     a multiple of the first retain sample's gradient, so the "inverse Fisher", which starts
     from the identity (no damping hyperparameter; N is hard-coded), only removes part of v
     along that one direction (restated as it is: the published numbers come from it).
+
+    Restated in ``tests/conformance/test_unlearn_sparse_baselines.py`` (Unlearn-Sparse @
+    80ba55d; parameters equal to 1e-9 in float64 with crop + flip, BatchNorm statistics
+    unchanged).
 
     Deviations: (i) augmentation is drawn from ``ctx.generator`` (the reference's
     DataLoader draws from the global RNG); (ii) the per-sample gradients are vectorised
