@@ -180,7 +180,7 @@ SEARCH = {
     "lr": LogUniform(1e-5, 1e-1),
     "epochs": IntRange(1, 10),
     "max_epochs": IntRange(0, 6),
-    "alpha": LogUniform(0.05, 5.0),
+    "alpha": LogUniform(1e-4, 5.0),  # the large-scale default 0.001 and the small-scale 0.5
 }
 
 
