@@ -10,6 +10,7 @@ on another host sharing the folder.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
 import os
 import re
@@ -140,3 +141,15 @@ def leftover_folders(out: Path, cache: Path) -> list[Path]:
         artifacts = os.scandir(Path(out) / "artifacts")
         folders += [Path(e.path) for e in artifacts if e.is_dir(follow_symlinks=False)]
     return folders
+
+
+@contextlib.contextmanager
+def file_lock(path: Path):
+    """An exclusive advisory lock, so that concurrent processes never build the same model."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)

@@ -338,3 +338,18 @@ class Context:
     def report(self, name: str, value: float) -> None:
         """Record a method-specific scalar (``stage=unlearn``) in the run's records."""
         self.extra[name] = float(value)
+
+
+def resolve_hparams(spec) -> Any:
+    """A run spec's hyperparameters as its method's dataclass (defaults filled in, checked)."""
+    return make_hparams(spec.method, spec.hparams_dict)
+
+
+def special_pretraining(spec) -> str | None:
+    """The pretraining variant ``spec``'s method requires (``None``: ordinary pretraining, and
+    for a method not registered here: a model unlearned elsewhere, scored by ``bench.eval``)."""
+    if spec.method not in METHODS:
+        return None
+    if callable(METHODS.entry(spec.method).meta.get("special_pretraining")):
+        return method_special_pretraining(spec.method, resolve_hparams(spec))
+    return METHODS.entry(spec.method).meta.get("special_pretraining")

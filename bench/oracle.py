@@ -100,7 +100,7 @@ def build_oracle_pool(
     train positions ``forgotten``; each model is trained once and cached under
     ``cache/oracle/``. ``first`` skips to oracle ``first`` (models ``first .. first+size-1``;
     the SLURM executor builds each oracle in a job of its own)."""
-    from bench.protocol import file_lock  # protocol imports this module lazily
+    from bench.files import file_lock
 
     if size < 1:
         raise BenchError("the oracle pool needs pool_size >= 1 (set it in the suite)")

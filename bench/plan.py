@@ -49,7 +49,7 @@ class Unit:
 
 
 def unit_id(spec: RunSpec, kind: str, index: int = 0) -> str:
-    from bench.protocol import special_pretraining
+    from bench.method import special_pretraining
     from bench.train import TRAIN_CODE_VERSION
 
     ident: dict[str, Any] = {

@@ -28,14 +28,15 @@ from bench import runtime
 from bench.cache import load_entry, save_entry
 from bench.data import Carved, Locations, View, carve, load_dataset, retain_positions, select_forget
 from bench.errors import BenchError, DiskFullError
+from bench.files import file_lock  # noqa: F401 - re-exported: its home before bench.files
 from bench.method import (
     METHODS,
     Context,
     UnlearnData,
     Withheld,
-    make_hparams,
     method_needs,
-    method_special_pretraining,
+    resolve_hparams,
+    special_pretraining,
 )
 from bench.metrics import evaluate
 from bench.progress import ProgressProbe
@@ -93,16 +94,6 @@ def default_device() -> torch.device:
 # pretraining cache
 
 
-def special_pretraining(spec: RunSpec) -> str | None:
-    """The pretraining variant ``spec``'s method requires (``None``: ordinary pretraining, and
-    for a method not registered here: a model unlearned elsewhere, scored by ``bench.eval``)."""
-    if spec.method not in METHODS:
-        return None
-    if callable(METHODS.entry(spec.method).meta.get("special_pretraining")):
-        return method_special_pretraining(spec.method, resolve_hparams(spec))
-    return METHODS.entry(spec.method).meta.get("special_pretraining")
-
-
 def pretrain_key(spec: RunSpec, n_train: int, precision: str = "fp32") -> str:
     """Content hash of a pretrained model. A model trained under bf16 autocast
     (``--pretrain-precision bf16``) gets its own key (fp32 keys are unchanged from before the
@@ -124,18 +115,6 @@ def pretrain_key(spec: RunSpec, n_train: int, precision: str = "fp32") -> str:
         ident = {k: ident[k] for k in ("data", "arch") if k in ident}
         ident.update(checkpoint=spec.checkpoint, normalize=spec.normalize)
     return stable_hash(ident)
-
-
-@contextlib.contextmanager
-def file_lock(path: Path):
-    """An exclusive advisory lock, so that concurrent processes never build the same model."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def prepare(unit, env: Env) -> dict[str, Any]:
@@ -263,10 +242,6 @@ def _from_checkpoint(
 
 # ---------------------------------------------------------------------------------------
 # one run
-
-
-def resolve_hparams(spec: RunSpec) -> Any:
-    return make_hparams(spec.method, spec.hparams_dict)
 
 
 @dataclass

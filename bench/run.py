@@ -357,7 +357,7 @@ def _check_checkpoint(spec, env) -> None:
     mismatching keys otherwise), and the methods that need their own pretraining refuse them."""
     from bench.checkpoint import cached_state_dict, load_into
     from bench.data import load_dataset
-    from bench.protocol import special_pretraining
+    from bench.method import special_pretraining
     from bench.train import fresh_model
 
     if special_pretraining(spec) is not None:

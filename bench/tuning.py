@@ -182,8 +182,8 @@ def search_oracle(spec: RunSpec, carved, forgotten: torch.Tensor, env) -> dict[s
     from bench.cache import load_entry, save_entry
     from bench.data import View, retain_positions
     from bench.data.forget import positions_digest
+    from bench.files import file_lock
     from bench.oracle import ORACLE_SEED
-    from bench.protocol import file_lock
     from bench.train import TRAIN_CODE_VERSION, fresh_model, predict, train
 
     ident = {
@@ -247,7 +247,8 @@ def trial(
 
     from bench import runtime
     from bench.data import View, carve, load_dataset, retain_positions
-    from bench.protocol import pretrained_with_artifacts, resolve_hparams
+    from bench.method import resolve_hparams
+    from bench.protocol import pretrained_with_artifacts
     from bench.train import model_builder
 
     spec = setup.spec
