@@ -81,8 +81,8 @@ SALUN_RECIPE = Recipe(
 #: the table's hyperparameters beyond the methods' defaults. ``ga`` (5 epochs, lr 1e-4),
 #: ``rl`` (10 epochs; lr 0.01 unknown), ``l1_sparse`` (10 epochs, lr 0.01; gamma 5e-4
 #: unknown), ``salun`` (10 epochs, lr 0.013, ratio 0.5), ``iu`` (alpha 0.2 unknown),
-#: ``boundary_expanding`` (the reference's argument defaults, unknown) and
-#: ``boundary_shrink`` (the Boundary paper's lr 1e-5, 10 epochs; unknown for the table) are
+#: ``boundary_expanding`` and ``boundary_shrink`` (the reference's ``arg_parser.py``
+#: defaults: lr 0.01, weight decay 5e-4, batch 256, 10 epochs; the table's own unknown) are
 #: their defaults. FT: the README's 10 epochs at lr 0.01, with the reference's batch of 256.
 #: SalUn as the code that made the table ran it, ``unlearn/RL.py`` @ 9576623: its mask
 #: applied as then (``reference_2024``: gradients masked, weight decay and momentum still move
