@@ -29,10 +29,8 @@ from bench.attacks import make_adversarial_set
 from bench.data import View
 from bench.errors import BenchError
 from bench.importance import MASPenalty, mas_importance, normalize_importance
-from bench.method import Context, UnlearnData, hparam
+from bench.method import OBJECTIVES, Context, UnlearnData, check_objective, hparam  # noqa: F401
 from bench.unlearning import ForgetCheck, cycle, other_labels, run_until_forgotten, sgd
-
-OBJECTIVES = ("misclassify", "relabel")
 
 
 @dataclass(frozen=True)
@@ -99,18 +97,6 @@ class MASFields:
 
 # ---------------------------------------------------------------------------------------------
 # objectives
-
-
-def check_objective(hp) -> None:
-    """Validate ``hp.objective`` (and its combination with the adversarial target range)."""
-    objective = getattr(hp, "objective", "misclassify")
-    if objective not in OBJECTIVES:
-        raise BenchError(f"objective must be one of {', '.join(OBJECTIVES)}, got {objective!r}")
-    if objective == "relabel" and getattr(hp, "target_label_range", "all") == "first10":
-        raise BenchError(
-            "objective='relabel' needs target_label_range='all': adversarial targets must "
-            "exclude the new labels y*, which the 'first10' draw of the official code cannot do"
-        )
 
 
 def relabel_targets(forget: View, hp, ctx: Context, num_classes: int) -> Tensor | None:

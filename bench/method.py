@@ -201,8 +201,6 @@ def check_hparams(name: str, hp: Any) -> None:
         if choices is not None and value not in choices:
             raise BenchError(f"{where} must be one of {', '.join(choices)}, got {value!r}")
     if any(f.name == "objective" for f in dataclasses.fields(hp)):
-        from bench.l2ul import check_objective  # here: bench.l2ul imports this module
-
         try:
             check_objective(hp)
         except BenchError as exc:
@@ -353,3 +351,20 @@ def special_pretraining(spec) -> str | None:
     if callable(METHODS.entry(spec.method).meta.get("special_pretraining")):
         return method_special_pretraining(spec.method, resolve_hparams(spec))
     return METHODS.entry(spec.method).meta.get("special_pretraining")
+
+
+#: the ``objective`` hyperparameter of the methods that have one (the L2UL family, finetune,
+#: random labels; spec section 5)
+OBJECTIVES = ("misclassify", "relabel")
+
+
+def check_objective(hp) -> None:
+    """Validate ``hp.objective`` (and its combination with the adversarial target range)."""
+    objective = getattr(hp, "objective", "misclassify")
+    if objective not in OBJECTIVES:
+        raise BenchError(f"objective must be one of {', '.join(OBJECTIVES)}, got {objective!r}")
+    if objective == "relabel" and getattr(hp, "target_label_range", "all") == "first10":
+        raise BenchError(
+            "objective='relabel' needs target_label_range='all': adversarial targets must "
+            "exclude the new labels y*, which the 'first10' draw of the official code cannot do"
+        )

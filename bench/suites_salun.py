@@ -29,7 +29,7 @@ and at its first commit 9576623 (Oct 2023, when the table was made):
 from __future__ import annotations
 
 from bench.spec import DataSpec, ForgetSpec, Recipe
-from bench.suites import CHEAP_METRICS, Grid, register_suite
+from bench.suite_grid import CHEAP_METRICS, Grid, register_suite
 
 #: the nine rows of SalUn's Table 1
 SALUN_TABLE_METHODS = (
