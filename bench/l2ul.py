@@ -209,29 +209,6 @@ def unlearn(
             mas_importance(model, forget, hp.mas_batch, accumulate=hp.mas_accumulate)
         )
         penalty = MASPenalty(model, omega, hp.lam)
-
-    x_adv = y_adv = None
-    if adversarial:
-        if hp.n_adv < 1:
-            raise BenchError("adversarial methods need n_adv >= 1 (use neggrad/mas_only without)")
-        x_f, y_f = forget.tensors()
-        x_adv, y_adv = make_adversarial_set(
-            model,
-            x_f,
-            y_f,
-            hp.n_adv,
-            data.num_classes,
-            eps=hp.eps,
-            step=hp.step,
-            iters=hp.iters,
-            target_label_range=hp.target_label_range,
-            generator=ctx.generator,
-            batch_size=hp.attack_batch or None,
-            exclude=None if y_star is None else y_star.to(y_f.device),
-        )
-        ctx.report("n_adversarial", x_adv.shape[0])
-        ctx.report("adv_success", adversarial_success(model, x_adv, y_adv, hp.attack_batch))
-
     opt = sgd(model, hp)
 
     def update(loss: Tensor) -> None:
@@ -241,14 +218,51 @@ def unlearn(
             penalty.add_grad(model)  # the gradient of the MAS penalty, fused (bench.importance)
         opt.step()
 
-    def pass_epoch(_e: int) -> Iterator[None]:
-        for x, y, t in forget_batches(forget, hp.forget_batch, y_star):
-            train_mode(model, hp)  # every step: a check or probe may have switched the mode
-            update(forget_term(model(x), y, t))
-            yield
+    if adversarial:
+        x_adv, y_adv = _adversarial_set(model, forget, hp, ctx, data.num_classes, y_star)
+        epoch = _adversarial_epochs(model, forget, hp, y_star, x_adv, y_adv, update)
+    else:
 
-    # one endless cycle over D_f for the whole call, as the reference's itertools.cycle created
-    # before its epoch loop: with several forget batches an epoch starts where the last ended
+        def epoch(_e: int) -> Iterator[None]:
+            for x, y, t in forget_batches(forget, hp.forget_batch, y_star):
+                train_mode(model, hp)  # every step: a check or probe may have switched the mode
+                update(forget_term(model(x), y, t))
+                yield
+
+    run_until_forgotten(model, ctx, check, hp.max_epochs, epoch, check_every_step=adversarial)
+    report_success(ctx, check, model)
+    return model
+
+
+def _adversarial_set(model, forget, hp, ctx: Context, num_classes: int, y_star):
+    """D_adv, built once from the model as given (targets and PGD starts from
+    ``ctx.generator``), with its size and attack success reported."""
+    if hp.n_adv < 1:
+        raise BenchError("adversarial methods need n_adv >= 1 (use neggrad/mas_only without)")
+    x_f, y_f = forget.tensors()
+    x_adv, y_adv = make_adversarial_set(
+        model,
+        x_f,
+        y_f,
+        hp.n_adv,
+        num_classes,
+        eps=hp.eps,
+        step=hp.step,
+        iters=hp.iters,
+        target_label_range=hp.target_label_range,
+        generator=ctx.generator,
+        batch_size=hp.attack_batch or None,
+        exclude=None if y_star is None else y_star.to(y_f.device),
+    )
+    ctx.report("n_adversarial", x_adv.shape[0])
+    ctx.report("adv_success", adversarial_success(model, x_adv, y_adv, hp.attack_batch))
+    return x_adv, y_adv
+
+
+def _adversarial_epochs(model, forget, hp, y_star, x_adv: Tensor, y_adv: Tensor, update):
+    """The epoch of ADV / ADV+IMP: the adversarial batches zipped with the next batches of one
+    D_f cycle for the whole call (the reference's ``itertools.cycle``, created before its epoch
+    loop: with several forget batches an epoch starts where the last ended)."""
     forget_cycle = cycle(lambda: forget_batches(forget, hp.forget_batch, y_star))
 
     def adv_step(xa: Tensor, ya: Tensor, x: Tensor, y: Tensor, t: Tensor | None) -> Tensor:
@@ -271,13 +285,4 @@ def unlearn(
             update(adv_step(xa, ya, x, y, t))
             yield
 
-    run_until_forgotten(
-        model,
-        ctx,
-        check,
-        hp.max_epochs,
-        adv_epoch if adversarial else pass_epoch,
-        check_every_step=adversarial,
-    )
-    report_success(ctx, check, model)
-    return model
+    return adv_epoch
