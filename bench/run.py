@@ -606,7 +606,7 @@ def _run(args: argparse.Namespace) -> int:
         return _dry_run(args, specs, env)
     _launch_checks(args, specs, env, suite, duplicates)
     if args.executor == "slurm":
-        return _slurm(args, specs, env)
+        return launch_slurm(args, specs, env)
     return _run_locally(args, specs, env, suite, duplicates)
 
 
@@ -719,7 +719,7 @@ def _run_locally(args, specs, env, suite: str, duplicates: int) -> int:
     if not args.no_summary:
         _print_summary(out, list(results))
     if not args.no_report:
-        _build_report(out)
+        build_report(out)
     if counts["failed"] and not (counts["done"] or counts.get("done-elsewhere")):
         # valid input (so not 2), but no run of this invocation succeeded
         print(
@@ -805,7 +805,7 @@ def _dry_run(args: argparse.Namespace, specs, env) -> int:
     return 0
 
 
-def _slurm(args: argparse.Namespace, specs, env) -> int:
+def launch_slurm(args: argparse.Namespace, specs, env) -> int:
     from bench.cluster import JobEnv, describe_launch, launch, options_from_args, wait
     from bench.plan import make_plan
 
@@ -831,7 +831,7 @@ def _slurm(args: argparse.Namespace, specs, env) -> int:
     return 0
 
 
-def _build_report(out: Path) -> None:
+def build_report(out: Path) -> None:
     """``python -m reports.build OUT`` after a suite; a failing report never fails the runs."""
     try:
         from reports.build import build

@@ -316,18 +316,55 @@ def study_summary(setup, budget, root: Path) -> dict:
 
 
 def _tune(args) -> int:
+    """``python -m bench.tune`` once the arguments are read: the default runs, the searches
+    (here or as SLURM jobs), then the tuned runs and the report."""
+    from bench.records import atomic_write_text
+    from bench.tuning import TUNE_DIR
+
+    budget, env, specs, setups, workers, executor = _tune_setup(args)
+    out, root = env.out, env.out / TUNE_DIR
+    if args.executor == "slurm":
+        live = live_search_workers(out)
+        if live:
+            print(f"the search workers {', '.join(live)} are still queued or running; rerun "
+                  "this command once they are done")  # fmt: skip
+            return 0
+        left = studies_left(setups, root, budget)
+        if left:
+            jobs = _search_slurm(args, left, env, budget)
+            print(f"submitted {len(jobs)} search workers for {len(left)} studies: "
+                  f"{', '.join(jobs)}; rerun this command once they are done to submit the "
+                  "default and tuned evaluation runs")  # fmt: skip
+            return 0
+    else:
+        from bench.executors import run_specs
+
+        if not args.search_only:
+            run_specs(specs, env, executor, workers)  # the default rows (and shared pretraining)
+        _search_local(setups, env, budget, args.pruner, workers if executor == "local" else 1)
+    summaries = [study_summary(s, budget, root) for s in setups]
+    for summary in summaries:
+        atomic_write_text(root / f"{summary['study']}.json", json.dumps(summary, indent=1))
+    print(budget_table(summaries))
+    if args.search_only:
+        return 0
+    return _run_tuned(args, env, specs, _tuned_specs(specs, setups, summaries), workers, executor)
+
+
+def _tune_setup(args):
+    """Every option checked before any work: ``(budget, env, specs, setups, workers,
+    executor)``, the journals repaired or refused, and the plan line printed."""
     require("optuna", "bench.tune")  # the search; before any work
     if args.executor == "slurm":
         require("submitit", "bench.tune --executor slurm")
     import torch
 
     from bench.data import data_root
-    from bench.executors import default_workers, run_specs
+    from bench.executors import default_workers
     from bench.protocol import Env, default_device
-    from bench.records import atomic_write_text
     from bench.run import check_writable_dir, validate
     from bench.study import PRUNERS
-    from bench.tuning import OBJECTIVES, TUNE_DIR, tuned_spec
+    from bench.tuning import OBJECTIVES, TUNE_DIR
 
     budget = budget_of(args)
     if args.objective not in OBJECTIVES:
@@ -363,30 +400,13 @@ def _tune(args) -> int:
         + (f"; no search space (defaults only): {', '.join(untuned)}" if untuned else ""),
         file=sys.stderr,
     )
-    root = out / TUNE_DIR
-    if args.executor == "slurm":
-        live = live_search_workers(out)
-        if live:
-            print(f"the search workers {', '.join(live)} are still queued or running; rerun "
-                  "this command once they are done")  # fmt: skip
-            return 0
-        left = studies_left(setups, root, budget)
-        if left:
-            jobs = _search_slurm(args, left, env, budget)
-            print(f"submitted {len(jobs)} search workers for {len(left)} studies: "
-                  f"{', '.join(jobs)}; rerun this command once they are done to submit the "
-                  "default and tuned evaluation runs")  # fmt: skip
-            return 0
-    else:
-        if not args.search_only:
-            run_specs(specs, env, executor, workers)  # the default rows (and shared pretraining)
-        _search_local(setups, env, budget, args.pruner, workers if executor == "local" else 1)
-    summaries = [study_summary(s, budget, root) for s in setups]
-    for summary in summaries:
-        atomic_write_text(root / f"{summary['study']}.json", json.dumps(summary, indent=1))
-    print(budget_table(summaries))
-    if args.search_only:
-        return 0
+    return budget, env, specs, setups, workers, executor
+
+
+def _tuned_specs(specs, setups, summaries) -> list:
+    """The evaluation runs with each study's best hyperparameters."""
+    from bench.tuning import tuned_spec
+
     tuned = []
     for setup, summary in zip(setups, summaries):
         if summary["best_value"] is None:
@@ -395,22 +415,29 @@ def _tune(args) -> int:
         for s in specs:
             if (s.method, s.forget) == (setup.spec.method, setup.spec.forget):
                 tuned.append(tuned_spec(s, summary["best_params"], summary["study"]))
+    return tuned
+
+
+def _run_tuned(args, env, specs, tuned, workers: int, executor: str) -> int:
+    """The tuned runs (with the default ones as one SLURM job array), then the report."""
+    from bench.executors import run_specs
     from bench.plan import save_plan
 
+    out = env.out
     save_plan(out, [*specs, *tuned], args.suite)  # for python -m bench.run --status --out OUT
     if args.executor == "slurm":  # the default and tuned rows as one job array
-        from bench.run import _slurm
+        from bench.run import launch_slurm
 
-        return _slurm(args, [*specs, *tuned], env)
+        return launch_slurm(args, [*specs, *tuned], env)
     results = run_specs(tuned, env, executor, workers)
     failed = sum(v == "failed" for v in results.values())
     skipped = sum(v == "skipped" for v in results.values())
     print(f"tuned runs: {len(tuned)} ({skipped} already done, {failed} failed); records in "
           f"{out / 'records'}", file=sys.stderr)  # fmt: skip
     if not args.no_report:
-        from bench.run import _build_report
+        from bench.run import build_report
 
-        _build_report(out)
+        build_report(out)
     from reports.tuning import tuning_markdown
 
     text = tuning_markdown(out)

@@ -57,7 +57,7 @@ def _save(fig, out_dir: Path, stem: str) -> list[Path]:
     return paths
 
 
-def _final(metrics: pd.DataFrame) -> pd.DataFrame:
+def final_rows(metrics: pd.DataFrame) -> pd.DataFrame:
     """Rows of each run's last request (the state a single-request table reports)."""
     last = metrics["request"] == metrics.groupby("run_id")["request"].transform("max")
     return metrics[last]
@@ -224,7 +224,7 @@ def cka_figure(metrics: pd.DataFrame, out_dir: Path | str):
     if metrics.empty:
         return []
     rows = metrics[metrics["metric"].str.startswith("cka_") & (metrics["stage"] == "after")]
-    rows = _final(metrics).loc[lambda d: d.index.isin(rows.index)]
+    rows = final_rows(metrics).loc[lambda d: d.index.isin(rows.index)]
     rows = rows[rows["split"].isin(["forget", "retain"])]
     if rows.empty:
         return []
@@ -341,7 +341,7 @@ def tradeoff_figure(metrics: pd.DataFrame, out_dir: Path | str):
     families' points for context."""
     if metrics.empty:
         return []
-    fin = _final(metrics)
+    fin = final_rows(metrics)
     fin = fin[(fin["stage"] == "after") & (fin["metric"] == "accuracy")]
     fin = fin[fin["split"].isin(["forget", "test"])]
     if fin.empty:

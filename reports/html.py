@@ -150,7 +150,7 @@ def read_meta(results_dir: Path | str) -> list[dict]:
     return [r for r in iter_records(Path(results_dir)) if r.get("type") == "meta"]
 
 
-def _hardware_str(hw) -> str:
+def hardware_str(hw) -> str:
     if isinstance(hw, dict):
         keys = ["device", "gpu", "cpu", "cpu_count", "host", "torch", "python"]
         parts = [f"{k}={hw[k]}" for k in keys if hw.get(k) not in (None, "")]
@@ -211,7 +211,7 @@ def render(
     status = runs["status"] if not runs.empty else pd.Series(dtype=object)
     n_done, n_failed = int((status == "done").sum()), int((status == "failed").sum())
     versions = _counted(str(m.get("code_version", "unknown")) for m in meta)
-    hardware = _counted(_hardware_str(m.get("hardware")) for m in meta)
+    hardware = _counted(hardware_str(m.get("hardware")) for m in meta)
     suites = sorted({str(m.get("spec", {}).get("suite")) for m in meta if m.get("spec")})
 
     e = html.escape

@@ -21,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 
 from reports import salun
-from reports.html import _hardware_str
+from reports.html import hardware_str
 from reports.tables import STD, compact, mnemonic_per_run, mnemonic_table, to_markdown
 
 PROTOCOLS = Path(__file__).with_name("published") / "reproduction.json"
@@ -69,7 +69,7 @@ def run_facts(meta: Iterable[dict]) -> dict[str, dict]:
             "pretraining": _pretraining(ckpt, epochs, schedule),
             "precision": (m.get("runtime") or {}).get("precision"),
             "code_version": m.get("code_version"),
-            "hardware": _hardware_str(m.get("hardware")) if m.get("hardware") else None,
+            "hardware": hardware_str(m.get("hardware")) if m.get("hardware") else None,
             "mask_mode": mask,
         }
     return out

@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from reports.aggregate import AVG_GAP_TERMS, avg_gap
-from reports.tables import STD, _final, _per_run_to_stats, _pick
+from reports.tables import STD, final_rows, per_run_to_stats, pick
 
 #: SalUn Table 1 and the l1-sparse paper's dense Retrain row (tidy: one row per paper,
 #: setting, method and metric, with source and the hard / soft target flag)
@@ -104,12 +104,12 @@ def salun_per_run(metrics: pd.DataFrame, variants: dict[str, str] | None = None)
     """One row per run of :func:`select`: UA, RA, TA, MIA-Efficacy (%), ``Avg. Gap`` (to the
     retrain run of the same dataset, arch, forget set and seed; NaN without one), ``seconds``
     (unlearning wall time) and ``variant`` (:func:`hparam_variants`)."""
-    m = _final(select(metrics))
+    m = final_rows(select(metrics))
     if m.empty:
         return pd.DataFrame()
     wanted = {("after", split, metric): t for t, (split, metric, _) in AVG_GAP_TERMS.items()}
     wanted[("unlearn", "-", "wall_seconds")] = "seconds"
-    per_run = _pick(m, wanted)
+    per_run = pick(m, wanted)
     for t, (_, _, scale) in AVG_GAP_TERMS.items():
         if t in per_run:
             per_run[t] = per_run[t] * scale
@@ -157,7 +157,7 @@ def salun_table(
     terms = [t for t in TERMS if t in per_run and per_run[t].notna().any()]
     cols = terms + [c for c in (GAP, "seconds") if c in per_run]
     keys = ["dataset", "arch", "forget", "method", "variant"]
-    out = _per_run_to_stats(per_run, keys, cols)
+    out = per_run_to_stats(per_run, keys, cols)
     out[GAP_MEANS] = _gap_of_means(out, terms) if terms else float("nan")
     pub = load_published_salun() if published is None else published
     idx = ["forget", "method"]

@@ -43,7 +43,7 @@ _ACC = {
 # builders (numbers only)
 
 
-def _final(metrics: pd.DataFrame) -> pd.DataFrame:
+def final_rows(metrics: pd.DataFrame) -> pd.DataFrame:
     """Rows of each run's last request (the state after all unlearning)."""
     last = metrics.groupby("run_id")["request"].transform("max")
     return metrics[metrics["request"] == last]
@@ -74,7 +74,7 @@ def _natural(col: pd.Series) -> pd.Series:
     return pd.Series(col.map(_natural_key).tolist(), index=col.index, dtype=object)
 
 
-def _per_run_to_stats(per_run: pd.DataFrame, keys: list[str], cols: list[str]) -> pd.DataFrame:
+def per_run_to_stats(per_run: pd.DataFrame, keys: list[str], cols: list[str]) -> pd.DataFrame:
     """One row per ``keys``: mean, std (``_std``) over runs for each of ``cols``, and ``n``."""
     g = per_run.groupby(keys, dropna=False, sort=False)
     mean, std = g[cols].mean(), g[cols].std()
@@ -86,7 +86,7 @@ def _per_run_to_stats(per_run: pd.DataFrame, keys: list[str], cols: list[str]) -
     return _order(out.reset_index(), keys)
 
 
-def _pick(metrics: pd.DataFrame, wanted: dict[tuple[str, str, str], str]) -> pd.DataFrame:
+def pick(metrics: pd.DataFrame, wanted: dict[tuple[str, str, str], str]) -> pd.DataFrame:
     """Per run (and request), one column per wanted (stage, split, metric)."""
     sel = [
         (a, b, c) in wanted
@@ -121,16 +121,16 @@ def l2ul_table(metrics: pd.DataFrame) -> pd.DataFrame:
     ``n``."""
     from scipy import stats
 
-    m = _final(_scenario(_forget_kind(metrics, "k="), "single"))
+    m = final_rows(_scenario(_forget_kind(metrics, "k="), "single"))
     if m.empty:
         return pd.DataFrame()
-    per_run = _pick(
+    per_run = pick(
         m, {**_ACC, ("unlearn", "-", "steps"): "steps", ("unlearn", "-", "cap_hit"): "cap hits"}
     )
     per_run["k"] = per_run["forget"].str.slice(2).astype(int)
     cols = [c for c in ["D_f acc", "D_r acc", "test acc", "steps"] if c in per_run]
     keys = ["dataset", "arch", "k", "method"]
-    out = _per_run_to_stats(per_run, keys, cols)
+    out = per_run_to_stats(per_run, keys, cols)
     t = stats.t.ppf(0.975, (out["n"] - 1).clip(lower=1))
     for col, name in (("D_r acc", "D_r CI95"), ("test acc", "test CI95")):
         if col in out:
@@ -149,10 +149,10 @@ def continual_table(metrics: pd.DataFrame) -> pd.DataFrame:
     if m.empty:
         return pd.DataFrame()
     wanted = {**_ACC, ("after", "forget_request", "accuracy"): "request acc"}
-    per_run = _pick(m, wanted)
+    per_run = pick(m, wanted)
     cols = [c for c in ["D_f acc", "request acc", "D_r acc", "test acc"] if c in per_run]
     keys = ["dataset", "arch", "forget", "method", "request"]
-    out = _per_run_to_stats(per_run, keys, cols)
+    out = per_run_to_stats(per_run, keys, cols)
     return out
 
 
@@ -165,7 +165,7 @@ def mnemonic_per_run(metrics: pd.DataFrame) -> pd.DataFrame:
     """A_R and E_F of every class-forgetting run (final request): A_R = mean over the remaining
     classes c of ``class_<c>_accuracy`` on test, E_F = 100 - the forgotten class's test
     accuracy (Yamashita et al. 2024)."""
-    m = _final(_forget_kind(metrics, "class="))
+    m = final_rows(_forget_kind(metrics, "class="))
     m = m[(m["stage"] == "after") & (m["split"] == "test")]
     m = m[m["metric"].astype(str).str.fullmatch(r"class_\d+_accuracy")]
     if m.empty:
@@ -194,7 +194,7 @@ def mnemonic_table(
     if per_run.empty:
         return pd.DataFrame()
     keys = ["dataset", "arch", "method", "forget_class"]
-    out = _per_run_to_stats(per_run, keys, ["A_R", "E_F"])
+    out = per_run_to_stats(per_run, keys, ["A_R", "E_F"])
     if published is None:
         published = load_published()
     pub = published[published["table"].astype(str).isin(set(tables))]
@@ -211,7 +211,7 @@ def mnemonic_table(
 def nablatau_table(metrics: pd.DataFrame) -> pd.DataFrame:
     """∇τ's table: per (dataset, arch, forget fraction, method) D_f / D_r / test accuracy and
     the loss and entropy U-MIA on D_f vs test (MIA_L, MIA_E; 0.5 = indistinguishable)."""
-    m = _final(_scenario(_forget_kind(metrics, "frac="), "single"))
+    m = final_rows(_scenario(_forget_kind(metrics, "frac="), "single"))
     if m.empty:
         return pd.DataFrame()
     wanted = {
@@ -219,10 +219,10 @@ def nablatau_table(metrics: pd.DataFrame) -> pd.DataFrame:
         ("after", "forget", "mia_loss"): "MIA_L",
         ("after", "forget", "mia_entropy"): "MIA_E",
     }
-    per_run = _pick(m, wanted)
+    per_run = pick(m, wanted)
     per_run["frac"] = per_run["forget"].str.slice(5).astype(float)
     cols = [c for c in wanted.values() if c in per_run]
-    return _per_run_to_stats(per_run, ["dataset", "arch", "frac", "method"], cols)
+    return per_run_to_stats(per_run, ["dataset", "arch", "frac", "method"], cols)
 
 
 def leaderboard(
@@ -240,7 +240,7 @@ def leaderboard(
         gaps = gaps[gaps["terms"] > 0]  # runs that recorded none of the four terms
     if gaps.empty:
         return pd.DataFrame()
-    final = _final(metrics)
+    final = final_rows(metrics)
     final = final[final["stage"] == "after"]
     values = {}
     for term, (split, metric, scale) in AVG_GAP_TERMS.items():
