@@ -45,6 +45,39 @@ REPLICA_METRICS = ("klom", "klom_easydub", "challenge_score", "ulira")
 FILE_LABEL = "idx={}"
 
 
+def _add_forget_args(p: argparse.ArgumentParser) -> None:
+    """The forget set and the train split it is drawn from, as the run had them."""
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument(
+        "--forget",
+        metavar="SPEC",
+        help="the forget set as bench.run draws it: 16 or k=16 (instances), 10%% or frac=0.1, "
+        "class=3; with --forget-seed",
+    )
+    g.add_argument(
+        "--forget-file",
+        metavar="IDX",
+        help="the forget set as train positions (0-based rows of the train split as carved): "
+        ".txt (integers separated by spaces, commas or lines; # comments), .npy or .pt",
+    )
+    p.add_argument(
+        "--forget-seed",
+        type=int,
+        metavar="N",
+        help="seed of the forget set drawn by --forget (bench.run --seeds N draws it with N); "
+        "default 0",
+    )
+    p.add_argument(
+        "--val-fraction",
+        type=float,
+        help="hold out this fraction of train as validation, as the run did (it changes the "
+        "train split that forget sets are drawn from)",
+    )
+    p.add_argument(
+        "--train-subset", type=int, metavar="N", help="only N training images, as the run did"
+    )
+
+
 def parser() -> argparse.ArgumentParser:
     from bench.run import add_location_args
 
@@ -75,35 +108,7 @@ def parser() -> argparse.ArgumentParser:
         required=True,
         help="dataset name (python -m bench.run --list datasets) or folder:PATH",
     )
-    g = p.add_mutually_exclusive_group(required=True)
-    g.add_argument(
-        "--forget",
-        metavar="SPEC",
-        help="the forget set as bench.run draws it: 16 or k=16 (instances), 10%% or frac=0.1, "
-        "class=3; with --forget-seed",
-    )
-    g.add_argument(
-        "--forget-file",
-        metavar="IDX",
-        help="the forget set as train positions (0-based rows of the train split as carved): "
-        ".txt (integers separated by spaces, commas or lines; # comments), .npy or .pt",
-    )
-    p.add_argument(
-        "--forget-seed",
-        type=int,
-        metavar="N",
-        help="seed of the forget set drawn by --forget (bench.run --seeds N draws it with N); "
-        "default 0",
-    )
-    p.add_argument(
-        "--val-fraction",
-        type=float,
-        help="hold out this fraction of train as validation, as the run did (it changes the "
-        "train split that forget sets are drawn from)",
-    )
-    p.add_argument(
-        "--train-subset", type=int, metavar="N", help="only N training images, as the run did"
-    )
+    _add_forget_args(p)
     p.add_argument(
         "--retain-eval",
         type=int,

@@ -86,12 +86,9 @@ def add_slurm_args(p: argparse.ArgumentParser) -> argparse._ArgumentGroup:
     return s
 
 
-def parser() -> argparse.ArgumentParser:
-    p = ArgumentParser(
-        prog="python -m bench.run",
-        description="Run a machine-unlearning benchmark suite: pretrain (cached) -> forget set -> "
-        "unlearn -> evaluate -> records.",
-    )
+def add_selection_args(p: argparse.ArgumentParser) -> None:
+    """What to run: the suite, narrowed or changed (methods, data, forget sets, seeds, the plan
+    bound, hyperparameters, the data split, a checkpoint to start from)."""
     p.add_argument("--suite", help="suite name (--list suites); default smoke")
     p.add_argument(
         "--method",
@@ -143,6 +140,15 @@ def parser() -> argparse.ArgumentParser:
         help="the input normalization the weights expect, when not the arch's or dataset's: "
         "per-channel means then stds, e.g. 0.4914,0.4822,0.4465/0.2023,0.1994,0.2010",
     )
+
+
+def parser() -> argparse.ArgumentParser:
+    p = ArgumentParser(
+        prog="python -m bench.run",
+        description="Run a machine-unlearning benchmark suite: pretrain (cached) -> forget set -> "
+        "unlearn -> evaluate -> records.",
+    )
+    add_selection_args(p)
     p.add_argument("--out", help="output root (default results/<suite>)")
     add_location_args(p)
     p.add_argument(
