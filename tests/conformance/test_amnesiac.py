@@ -29,21 +29,14 @@ from torch import nn
 from torch.nn import functional as F
 
 import methods.amnesiac as am
-from bench.data import TensorSplit, View, splits
+from bench.data import TensorSplit, View
 from bench.method import METHODS, Context, UnlearnData, Withheld, make_hparams
 from bench.spec import Recipe
 
 C, N_F, N_R, BATCH = 4, 10, 27, 8  # 37 examples: batches of 8, last one of 5
 
 
-@pytest.fixture(autouse=True)
-def float64(monkeypatch):
-    """float64 everywhere, the harness's data views included (they cast batches to float32)."""
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    monkeypatch.setattr(splits, "to_float", lambda x: x.double())
-    yield
-    torch.set_default_dtype(old)
+pytestmark = pytest.mark.usefixtures("float64")
 
 
 def tiny_cnn() -> nn.Module:

@@ -43,7 +43,7 @@ from torch import nn
 from torch.nn import functional as F
 
 import methods.boundary_shrink as bs
-from bench.data import TensorSplit, View, splits
+from bench.data import TensorSplit, View
 from bench.method import METHODS, Context, UnlearnData, Withheld, make_hparams
 from bench.spec import Recipe
 
@@ -52,14 +52,7 @@ BATCH, EPOCHS, LR, WD, BOUND, PAD = 8, 3, 0.05, 5e-4, 0.1, 2
 SEED = 4
 
 
-@pytest.fixture(autouse=True)
-def float64(monkeypatch):
-    """float64 everywhere, the harness's data views included (they cast batches to float32)."""
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    monkeypatch.setattr(splits, "to_float", lambda x: x.double())
-    yield
-    torch.set_default_dtype(old)
+pytestmark = pytest.mark.usefixtures("float64")
 
 
 def tiny_cnn() -> nn.Module:

@@ -33,21 +33,14 @@ from torch import nn
 from torch.nn import functional as F
 
 import methods.fisher as mf
-from bench.data import TensorSplit, View, splits
+from bench.data import TensorSplit, View
 from bench.method import METHODS, Context, UnlearnData, Withheld, make_hparams
 from bench.spec import Recipe
 
 C = 5  # classes
 
 
-@pytest.fixture(autouse=True)
-def float64(monkeypatch):
-    """float64 everywhere, the harness's data views included (they cast batches to float32)."""
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    monkeypatch.setattr(splits, "to_float", lambda x: x.double())
-    yield
-    torch.set_default_dtype(old)
+pytestmark = pytest.mark.usefixtures("float64")
 
 
 def tiny_cnn(width2: int = 4) -> nn.Module:

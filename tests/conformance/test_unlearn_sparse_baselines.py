@@ -40,21 +40,14 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from bench.data import TensorSplit, View, splits
+from bench.data import TensorSplit, View
 from bench.method import METHODS, Context, UnlearnData, Withheld, make_hparams
 from bench.spec import Recipe
 
 C, N_F, N_R, PAD, SEED = 5, 12, 30, 2, 7
 
 
-@pytest.fixture(autouse=True)
-def float64(monkeypatch):
-    """float64 everywhere, the harness's data views included (they cast batches to float32)."""
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    monkeypatch.setattr(splits, "to_float", lambda x: x.double())
-    yield
-    torch.set_default_dtype(old)
+pytestmark = pytest.mark.usefixtures("float64")
 
 
 def tiny_cnn() -> nn.Module:
