@@ -31,7 +31,7 @@ python3 -m pip download --quiet --disable-pip-version-check --dest "$OFFLINE/whe
   --abi abi3 --abi none \
   --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
   --platform manylinux2014_x86_64 --platform any \
-  "${PACKAGES[@]}"
+  "${PACKAGES[@]}" 2> >(grep -v "WARNING: Location .* is ignored" >&2)
 for pkg in "${PACKAGES[@]}"; do
   if ! ls "$OFFLINE/wheels/" | grep -qi "^${pkg}-.*\.whl$"; then
     echo "gpu-prepare: no $pkg wheel was downloaded" >&2
@@ -59,10 +59,10 @@ checkout=$(git ls-files -z --cached --others --exclude-standard | du -sk --files
   | tail -n 1 | awk '{print $1}')
 total=$((folder + checkout))
 ls -1 "$OFFLINE/wheels"
-printf 'gpu-prepare: %s/ %.1f MiB (wheels %.1f, data %.1f) + checkout %.1f MiB = %.1f MiB (limit %s MiB)\n' \
-  "$OFFLINE" "$(echo "$folder/1024" | bc -l)" "$(echo "$(kib "$OFFLINE/wheels")/1024" | bc -l)" \
-  "$(echo "$(kib "$OFFLINE/cifar10-jpeg" "$OFFLINE/weights")/1024" | bc -l)" \
-  "$(echo "$checkout/1024" | bc -l)" "$(echo "$total/1024" | bc -l)" "$LIMIT_MIB"
+mib() { awk -v k="$1" 'BEGIN {printf "%.1f", k / 1024}'; }
+echo "gpu-prepare: $OFFLINE/ $(mib "$folder") MiB (wheels $(mib "$(kib "$OFFLINE/wheels")"), data" \
+  "$(mib "$(kib "$OFFLINE/cifar10-jpeg" "$OFFLINE/weights")")) + checkout $(mib "$checkout") MiB" \
+  "= $(mib "$total") MiB (limit $LIMIT_MIB MiB)"
 if [ "$total" -gt $((LIMIT_MIB * 1024)) ]; then
   echo "gpu-prepare: over the ${LIMIT_MIB} MiB that travel to the GPU machine" >&2
   exit 1
