@@ -1,6 +1,6 @@
 """unlearning-bench: a benchmark harness for machine unlearning on image classifiers.
 
-The spine is one protocol (``bench.protocol``): pretrain (cached) -> select a forget set ->
+The spine is one protocol (``bench.protocol.stages``): pretrain (cached) -> select a forget set ->
 unlearn with a registered method -> evaluate -> write records. Importing this package does no
 work: no downloads, no CUDA initialisation.
 """

@@ -1,12 +1,12 @@
 """Command line: ``python -m bench.eval``, score a model unlearned elsewhere.
 
 ``--original ORIG.pt`` is the model before unlearning and ``--unlearned OUT.pt`` the model after
-(checkpoints in any layout :mod:`bench.checkpoint` reads, the harness's own ``--save-model``
+(checkpoints in any layout :mod:`bench.models.checkpoint` reads, the harness's own ``--save-model``
 files included); ``--forget`` names the forget set as ``bench.run`` draws it (``16``,
 ``class=3``, ``10%``, with ``--forget-seed``) or ``--forget-file`` lists its train positions.
 
-The models go through ``bench.protocol.run`` with the unlearned model in the method's place
-(:class:`bench.protocol.Supplied`): the same data carving, forget set, "before" and "after"
+The models go through ``bench.protocol.stages.run`` with the unlearned model in the method's place
+(:class:`bench.protocol.stages.Supplied`): the same data carving, forget set, "before" and "after"
 evaluations and record format as a registered method's run, so the records join the report,
 the retrain gaps and the leaderboard. Such a record's method is ``--name`` (default
 ``external``); its meta line says ``"external": true`` with every file's path and sha256.
@@ -15,7 +15,8 @@ hyperparameters hold the unlearned files' sha256s (``unlearned``) and an index f
 (``forget_file``): the same command again skips the done run.
 
 With ``--pool K`` the oracle pool (K models retrained without the forget set,
-:mod:`bench.oracle`, cached) is built or loaded: FQS needs only the pool; KLOM, the challenge
+:mod:`bench.protocol.oracle`, cached) is built or loaded: FQS needs only the pool; KLOM, the
+challenge
 score and U-LiRA also need K unlearned replicas (``--unlearned`` given K times, the first the
 scored model), as a registered method's run makes them; with fewer they are not computed and
 a note names them, and more than K is an error.
@@ -36,7 +37,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from bench.errors import ArgumentParser, BenchError
+from bench.core.errors import ArgumentParser, BenchError
 
 #: metrics that read the oracle pool; the first three also the unlearned replicas
 POOL_METRICS = ("klom", "klom_easydub", "challenge_score", "fqs", "ulira")
@@ -226,7 +227,7 @@ def read_indices(path: str | Path, n_train: int):
 def resolve_metrics(text: str | None, pool: int, n_unlearned: int) -> tuple[tuple, list[str]]:
     """``(metrics, notes)``: the metric names to compute and what is left out and why."""
     from bench.metrics import METRICS
-    from bench.suites import CHEAP_METRICS, EXPENSIVE_METRICS
+    from bench.suites.catalog import CHEAP_METRICS, EXPENSIVE_METRICS
 
     if text is None or not text.strip():
         names = [*CHEAP_METRICS, *(POOL_METRICS if pool else ())]
@@ -262,7 +263,7 @@ def resolve_metrics(text: str | None, pool: int, n_unlearned: int) -> tuple[tupl
 def _device(text: str | None):
     import torch
 
-    from bench.protocol import default_device
+    from bench.protocol.stages import default_device
 
     if not text:
         return default_device()
@@ -303,7 +304,7 @@ def _check_args(args: argparse.Namespace) -> None:
             f"--name {args.name!r}: use letters, digits and _ . + - (it names the method in "
             "the tables)"
         )
-    from bench.method import METHODS
+    from bench.unlearning.method import METHODS
 
     if args.name in METHODS:
         raise BenchError(
@@ -323,9 +324,9 @@ def prepare(args: argparse.Namespace):
     """``(spec, supplied, env)`` from the command line, every input checked (one
     :class:`BenchError` otherwise): the data and forget set, the original imported into the
     cache, every unlearned file read and fitted to the architecture."""
-    from bench.protocol import Supplied
-    from bench.spec import RunSpec
-    from bench.suites import dataset_defaults
+    from bench.core.spec import RunSpec
+    from bench.protocol.stages import Supplied
+    from bench.suites.catalog import dataset_defaults
 
     _check_args(args)
     _, recipe = dataset_defaults(args.dataset)  # an unknown dataset: the nearest names
@@ -369,9 +370,9 @@ def prepare(args: argparse.Namespace):
 
 def _eval_env(args: argparse.Namespace):
     """The architecture checked, and the environment with writable output and cache."""
-    from bench.archs import ARCHS
     from bench.data import data_root
-    from bench.protocol import Env
+    from bench.models.archs import ARCHS
+    from bench.protocol.stages import Env
     from bench.run import check_timm, check_writable_dir
 
     if args.arch.startswith("timm/"):
@@ -392,9 +393,9 @@ def _eval_env(args: argparse.Namespace):
 
 def _eval_data(args: argparse.Namespace, env):
     """``(data spec, bundle, carved splits, normalization)`` of the command line."""
+    from bench.core.spec import DataSpec, parse_normalize
     from bench.data import carve, load_dataset
     from bench.run import carve_checked
-    from bench.spec import DataSpec, parse_normalize
 
     data = DataSpec(args.dataset)
     if args.val_fraction:
@@ -419,10 +420,10 @@ def _eval_data(args: argparse.Namespace, env):
 def _eval_forget(args, data, bundle, carved, files: dict, hp: dict):
     """``(forget spec, forget seed, label, positions)``: from ``--forget-file`` (its digest
     and file in ``hp`` and ``files``), or drawn as ``--forget`` says."""
-    from bench.checkpoint import file_sha256
+    from bench.core.spec import ForgetSpec
     from bench.data import select_forget
-    from bench.oracle import positions_digest
-    from bench.spec import ForgetSpec
+    from bench.models.checkpoint import file_sha256
+    from bench.protocol.oracle import positions_digest
 
     n_train = len(carved.train)
     if args.forget_file:
@@ -451,8 +452,8 @@ def _eval_forget(args, data, bundle, carved, files: dict, hp: dict):
 def _eval_models(args, bundle, normalize, env, files: dict, hp: dict):
     """``(original's cache reference, unlearned state dicts, their paths)``: every file read
     and fitted to the architecture; their hashes in ``hp`` and ``files``."""
-    from bench.checkpoint import file_sha256, import_checkpoint, load_into, read_state_dict
-    from bench.train import fresh_model
+    from bench.models.checkpoint import file_sha256, import_checkpoint, load_into, read_state_dict
+    from bench.models.train import fresh_model
 
     model = fresh_model(bundle, args.arch, 0, normalize=normalize)
     orig = Path(args.original).expanduser()
@@ -519,7 +520,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:  # a full disk: one line, as bench.run
-        from bench.records import disk_error, disk_full_message
+        from bench.core.records import disk_error, disk_full_message
 
         full = disk_error(exc)
         if full is None:
@@ -532,8 +533,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from bench.protocol import execute
-    from bench.records import read_record, record_path, run_status
+    from bench.core.records import read_record, record_path, run_status
+    from bench.protocol.stages import execute
 
     spec, supplied, env = prepare(args)
     path = record_path(env.out, spec.run_id)

@@ -15,7 +15,7 @@ import signal
 import sys
 from pathlib import Path
 
-from bench.errors import ArgumentParser, BenchError, DataDamagedError, require
+from bench.core.errors import ArgumentParser, BenchError, DataDamagedError, require
 
 LISTABLE = ("methods", "datasets", "archs", "suites", "metrics")
 #: largest seed: every generator the runs seed (torch, numpy, scikit-learn) takes 0..2**32-1
@@ -23,7 +23,7 @@ MAX_SEED = 2**32 - 1
 
 
 def add_precision_args(p: argparse.ArgumentParser) -> None:
-    """``--precision`` and ``--pretrain-precision`` (``bench.runtime``): the same options for
+    """``--precision`` and ``--pretrain-precision`` (``bench.core.runtime``): the same options for
     ``bench.run`` and ``bench.tune``."""
     p.add_argument(
         "--precision",
@@ -53,7 +53,7 @@ def add_location_args(p: argparse.ArgumentParser) -> None:
 def add_slurm_args(p: argparse.ArgumentParser) -> argparse._ArgumentGroup:
     """The SLURM options (``--partition`` ... ``--slurm-extra``) of ``bench.run`` and
     ``bench.tune``, as one argument group (returned, so a command can add its own);
-    :func:`bench.cluster.options_from_args` turns them into :class:`SlurmOptions`."""
+    :func:`bench.execution.cluster.options_from_args` turns them into :class:`SlurmOptions`."""
     s = p.add_argument_group("SLURM (--executor slurm)")
     s.add_argument("--partition", help="partition to submit to (default: the cluster's)")
     s.add_argument(
@@ -205,11 +205,11 @@ def parser() -> argparse.ArgumentParser:
 
 
 def _registry(kind: str):
-    from bench.archs import ARCHS
     from bench.data import DATASETS
-    from bench.method import METHODS
     from bench.metrics import METRICS
-    from bench.suites import SUITES
+    from bench.models.archs import ARCHS
+    from bench.suites.catalog import SUITES
+    from bench.unlearning.method import METHODS
 
     return {
         "methods": METHODS,
@@ -262,8 +262,8 @@ def parse_hp(items: list[str]) -> dict[str, dict[str, str]]:
 
 
 def plan(args: argparse.Namespace):
-    from bench.spec import ForgetSpec
-    from bench.suites import SUITES
+    from bench.core.spec import ForgetSpec
+    from bench.suites.catalog import SUITES
 
     grid = SUITES.get(args.suite or "smoke")
     methods = None
@@ -286,8 +286,8 @@ def plan(args: argparse.Namespace):
         data_over["val_fraction"] = args.val_fraction
     if args.train_subset is not None:
         data_over["train_subset"] = args.train_subset
+    from bench.core.spec import parse_normalize
     from bench.data import data_root
-    from bench.spec import parse_normalize
 
     normalize = parse_normalize(args.normalize) if args.normalize is not None else None
     return grid.expand(
@@ -308,9 +308,9 @@ def plan(args: argparse.Namespace):
 def validate(specs, env) -> None:
     """Fail fast on user errors before any run starts: data present, forget sets possible,
     architectures known, methods' data needs satisfiable."""
-    from bench.archs import ARCHS
     from bench.data import carve, load_dataset, select_forget
-    from bench.method import make_hparams, method_needs, method_special_pretraining
+    from bench.models.archs import ARCHS
+    from bench.unlearning.method import make_hparams, method_needs, method_special_pretraining
 
     seen = set()
     for s in specs:
@@ -361,10 +361,10 @@ def _check_normalize(spec, bundle) -> None:
 def _check_checkpoint(spec, env) -> None:
     """The imported weights load into the run's architecture (one line naming the first
     mismatching keys otherwise), and the methods that need their own pretraining refuse them."""
-    from bench.checkpoint import cached_state_dict, load_into
     from bench.data import load_dataset
-    from bench.method import special_pretraining
-    from bench.train import fresh_model
+    from bench.models.checkpoint import cached_state_dict, load_into
+    from bench.models.train import fresh_model
+    from bench.unlearning.method import special_pretraining
 
     if special_pretraining(spec) is not None:
         raise BenchError(
@@ -470,7 +470,7 @@ def check_args(args: argparse.Namespace) -> None:
         if value is not None and value < low:
             flag = "--" + opt.replace("_", "-")
             raise BenchError(f"{flag} must be >= {low} (got {value})")
-    from bench.cluster import parse_extra
+    from bench.execution.cluster import parse_extra
 
     parse_extra(args.slurm_extra)
     if args.executor == "slurm" and not getattr(args, "dry_run", False):
@@ -532,7 +532,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:  # e.g. plan.json on a full disk: one line, like a DiskFullError
-        from bench.records import disk_error, disk_full_message
+        from bench.core.records import disk_error, disk_full_message
 
         full = disk_error(exc)
         if full is None:
@@ -571,7 +571,7 @@ def _describe(reg, name: str) -> str:
     tags = "  ".join(f"{k}={v}" for k, v in meta.items())
     line = f"{name:22s} {tags}  {first}".rstrip()
     if reg.kind in ("method", "metric"):  # the reference code at a commit, and the deviations
-        from bench.reference import describe
+        from bench.core.reference import describe
 
         line = "\n".join([line, *describe(entry.meta)])
     return line
@@ -586,13 +586,13 @@ def _run(args: argparse.Namespace) -> int:
     suite = args.suite or "smoke"
     env = _env(args, device, suite)
     if args.status:
-        from bench.cluster import status_text
-        from bench.plan import distinct_runs
+        from bench.execution.cluster import status_text
+        from bench.protocol.plan import distinct_runs
 
         specs = launched if launched is not None else plan(args)
         print(status_text(env.out, distinct_runs(specs)[0], verbose=args.verbose))
         return 0
-    from bench.plan import distinct_runs
+    from bench.protocol.plan import distinct_runs
 
     specs, duplicates = distinct_runs(plan(args))  # e.g. --seeds 0,0: one run, said so
     if not specs:
@@ -621,7 +621,7 @@ def _device(args: argparse.Namespace):
     choose it), or the default device."""
     import torch
 
-    from bench.protocol import default_device
+    from bench.protocol.stages import default_device
 
     if not args.device:
         return default_device()
@@ -638,7 +638,7 @@ def _device(args: argparse.Namespace):
 
 def _launched_plan(args: argparse.Namespace):
     """``--status --out OUT`` without ``--suite``: the runs of the launch recorded there."""
-    from bench.plan import load_plan
+    from bench.protocol.plan import load_plan
 
     launched = load_plan(Path(args.out))
     if launched is None:
@@ -651,7 +651,7 @@ def _launched_plan(args: argparse.Namespace):
 
 def _env(args: argparse.Namespace, device, suite: str):
     from bench.data import data_root
-    from bench.protocol import Env
+    from bench.protocol.stages import Env
 
     return Env(
         out=Path(args.out) if args.out else Path("results") / suite,
@@ -669,10 +669,10 @@ def _env(args: argparse.Namespace, device, suite: str):
 def _launch_checks(args, specs, env, suite: str, duplicates: int) -> None:
     """Before any run: stale leftovers cleaned, checkpoints imported, every spec validated;
     then the plan line and ``plan.json``."""
-    from bench.checkpoint import import_references
-    from bench.files import clean_stale, leftover_folders
-    from bench.plan import save_plan
-    from bench.records import run_status
+    from bench.core.files import clean_stale, leftover_folders
+    from bench.core.records import run_status
+    from bench.models.checkpoint import import_references
+    from bench.protocol.plan import save_plan
 
     out = env.out
     clean_stale(leftover_folders(out, env.cache))  # of killed launches: dead owners only
@@ -695,8 +695,8 @@ def _run_locally(args, specs, env, suite: str, duplicates: int) -> int:
 
     from tqdm.contrib.logging import logging_redirect_tqdm
 
-    from bench.errors import DiskFullError
-    from bench.executors import default_workers, run_specs
+    from bench.core.errors import DiskFullError
+    from bench.execution.executors import default_workers, run_specs
 
     out = env.out
     bar = _progress_bar(args, len(specs), suite)
@@ -709,7 +709,7 @@ def _run_locally(args, specs, env, suite: str, duplicates: int) -> int:
             bar.update(1)
 
     workers = args.workers or default_workers(env.device)
-    # this process's warnings above the bar, not onto it (the workers': bench.lifeline)
+    # this process's warnings above the bar, not onto it (the workers': bench.execution.lifeline)
     redirect = logging_redirect_tqdm() if bar is not None else contextlib.nullcontext()
     try:
         with redirect:
@@ -754,8 +754,8 @@ def _progress_bar(args, total: int, suite: str):
 def _warn_unsaved(out: Path, specs) -> None:
     """``--save-model`` keeps the models of the runs that run now: say so when runs already
     done (skipped) have none."""
-    from bench.records import run_status
-    from bench.saved_models import has_saved_model
+    from bench.core.records import run_status
+    from bench.models.saved_models import has_saved_model
 
     unsaved = [
         s
@@ -793,7 +793,7 @@ def _counts_line(counts: dict[str, int], duplicates: int, out: Path) -> str:
 def _dry_run(args: argparse.Namespace, specs, env) -> int:
     """The plan: stages, cached and to-do, estimated GPU-hours; each run when there are at most
     200 (or with -v). Submits and runs nothing; needs no scheduler."""
-    from bench.plan import describe, make_plan
+    from bench.protocol.plan import describe, make_plan
 
     p = make_plan(specs, env.out, env.cache)
     print(
@@ -812,8 +812,8 @@ def _dry_run(args: argparse.Namespace, specs, env) -> int:
 
 
 def launch_slurm(args: argparse.Namespace, specs, env) -> int:
-    from bench.cluster import JobEnv, describe_launch, launch, options_from_args, wait
-    from bench.plan import make_plan
+    from bench.execution.cluster import JobEnv, describe_launch, launch, options_from_args, wait
+    from bench.protocol.plan import make_plan
 
     opts = options_from_args(args)
     jenv = JobEnv(

@@ -1,7 +1,7 @@
 """Command line: ``python -m bench.tune --suite tune-digits [--trials N | --budget SECONDS]``.
 
-Equal-budget hyperparameter tuning of a suite's methods (``bench.tuning``, on Optuna through
-``bench.study``), in three stages, each skipping what is already done under OUT:
+Equal-budget hyperparameter tuning of a suite's methods (``bench.tuning.search``, on Optuna through
+``bench.tuning.study``), in three stages, each skipping what is already done under OUT:
 
 1. the suite's ordinary runs (paper-default hyperparameters: the *default* rows);
 2. one study per (method, forget set) with a search space: trials on the validation split and
@@ -27,7 +27,7 @@ import os
 import sys
 from pathlib import Path
 
-from bench.errors import ArgumentParser, BenchError, require
+from bench.core.errors import ArgumentParser, BenchError, require
 from bench.run import add_location_args, add_precision_args, add_slurm_args, parse_seeds
 
 
@@ -102,15 +102,15 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def budget_of(args):
-    from bench.study import Budget
+    from bench.tuning.study import Budget
 
     trials = args.trials if args.trials is not None or args.budget is not None else 20
     return Budget(trials=trials, seconds=args.budget)
 
 
 def _specs(args):
-    from bench.spec import ForgetSpec
-    from bench.suites import SUITES
+    from bench.core.spec import ForgetSpec
+    from bench.suites.catalog import SUITES
 
     methods = None
     if args.method:
@@ -123,9 +123,9 @@ def _specs(args):
 
 
 def setups_of(specs, objective: str, n_search: int):
-    """One :class:`bench.tuning.SearchSetup` per (method, forget) that declares a search
+    """One :class:`bench.tuning.search.SearchSetup` per (method, forget) that declares a search
     space, and the names of the methods that declare none."""
-    from bench.tuning import SearchSetup, search_seeds, search_space
+    from bench.tuning.search import SearchSetup, search_seeds, search_space
 
     groups: dict[tuple, list] = {}
     for s in specs:
@@ -146,8 +146,8 @@ def search_worker(setups, env, budget, pruner: str, index: int = 0, threads: int
     through their journals; worker ``index`` starts at its own study)."""
     import torch
 
-    from bench.study import optimize
-    from bench.tuning import TUNE_DIR, search_space, study_name, trial
+    from bench.tuning.search import TUNE_DIR, search_space, study_name, trial
+    from bench.tuning.study import optimize
 
     if threads:
         torch.set_num_threads(threads)
@@ -179,9 +179,9 @@ def search_worker(setups, env, budget, pruner: str, index: int = 0, threads: int
 
 
 def _local_worker(setups, env, budget, pruner: str, index: int, threads: int, parent: int):
-    """A local search worker process: dies with its launcher (``bench.lifeline``), whose
+    """A local search worker process: dies with its launcher (``bench.execution.lifeline``), whose
     trial then counts as stale and is redone by the next run."""
-    from bench.lifeline import die_with_parent
+    from bench.execution.lifeline import die_with_parent
 
     die_with_parent(parent)
     search_worker(setups, env, budget, pruner, index, threads)
@@ -218,7 +218,7 @@ def _search_local(setups, env, budget, pruner: str, workers: int) -> None:
 def _search_slurm(args, setups, env, budget) -> list[str]:
     submitit = require("submitit", "bench.tune --executor slurm")
 
-    from bench.cluster import options_from_args
+    from bench.execution.cluster import options_from_args
 
     opts = options_from_args(args, runs_per_job=1)  # one search worker per task
     ex = submitit.SlurmExecutor(folder=Path(env.out) / "slurm" / "tune" / "%j", max_num_timeout=10)
@@ -229,21 +229,21 @@ def _search_slurm(args, setups, env, budget) -> list[str]:
             ex.submit(search_worker, setups, env, budget, args.pruner, i) for i in range(workers)
         ]
     ids = [j.job_id for j in jobs]
-    from bench.records import atomic_write_text
+    from bench.core.records import atomic_write_text
 
     atomic_write_text(_workers_file(env.out), json.dumps(ids))
     return ids
 
 
 def _workers_file(out: Path) -> Path:
-    from bench.tuning import TUNE_DIR
+    from bench.tuning.search import TUNE_DIR
 
     return Path(out) / TUNE_DIR / "slurm-workers.json"
 
 
 def live_search_workers(out: Path) -> list[str]:
     """The search workers of the last ``--executor slurm`` submission still in the queue."""
-    from bench.cluster import job_state, queue_states
+    from bench.execution.cluster import job_state, queue_states
 
     path = _workers_file(out)
     if not path.exists():
@@ -254,9 +254,9 @@ def live_search_workers(out: Path) -> list[str]:
 
 def _check_journals(setups, root: Path) -> None:
     """Repair a torn last record of every existing journal, or refuse a journal damaged
-    elsewhere (:func:`bench.study.repair_journal`), before any work starts."""
-    from bench.study import journal_path, storage
-    from bench.tuning import study_name
+    elsewhere (:func:`bench.tuning.study.repair_journal`), before any work starts."""
+    from bench.tuning.search import study_name
+    from bench.tuning.study import journal_path, storage
 
     for setup in setups:
         path = journal_path(root, study_name(setup.spec, setup.objective))
@@ -266,8 +266,8 @@ def _check_journals(setups, root: Path) -> None:
 
 def studies_left(setups, root: Path, budget) -> list:
     """The setups whose study has budget left (a missing journal has all of it)."""
-    from bench.study import journal_path, load_study, spent
-    from bench.tuning import study_name
+    from bench.tuning.search import study_name
+    from bench.tuning.study import journal_path, load_study, spent
 
     left = []
     for setup in setups:
@@ -284,8 +284,8 @@ def study_summary(setup, budget, root: Path) -> dict:
     """What a finished study spent and chose, for ``OUT/tune/<study>.json`` and the report."""
     from optuna.trial import TrialState
 
-    from bench.study import DEFAULT, load_study, summarize
-    from bench.tuning import study_name
+    from bench.tuning.search import study_name
+    from bench.tuning.study import DEFAULT, load_study, summarize
 
     name = study_name(setup.spec, setup.objective)
     study = load_study(root, name)
@@ -318,8 +318,8 @@ def study_summary(setup, budget, root: Path) -> dict:
 def _tune(args) -> int:
     """``python -m bench.tune`` once the arguments are read: the default runs, the searches
     (here or as SLURM jobs), then the tuned runs and the report."""
-    from bench.records import atomic_write_text
-    from bench.tuning import TUNE_DIR
+    from bench.core.records import atomic_write_text
+    from bench.tuning.search import TUNE_DIR
 
     budget, env, specs, setups, workers, executor = _tune_setup(args)
     out, root = env.out, env.out / TUNE_DIR
@@ -337,7 +337,7 @@ def _tune(args) -> int:
                   "default and tuned evaluation runs")  # fmt: skip
             return 0
     else:
-        from bench.executors import run_specs
+        from bench.execution.executors import run_specs
 
         if not args.search_only:
             run_specs(specs, env, executor, workers)  # the default rows (and shared pretraining)
@@ -360,11 +360,11 @@ def _tune_setup(args):
     import torch
 
     from bench.data import data_root
-    from bench.executors import default_workers
-    from bench.protocol import Env, default_device
+    from bench.execution.executors import default_workers
+    from bench.protocol.stages import Env, default_device
     from bench.run import check_writable_dir, validate
-    from bench.study import PRUNERS
-    from bench.tuning import OBJECTIVES, TUNE_DIR
+    from bench.tuning.search import OBJECTIVES, TUNE_DIR
+    from bench.tuning.study import PRUNERS
 
     budget = budget_of(args)
     if args.objective not in OBJECTIVES:
@@ -405,7 +405,7 @@ def _tune_setup(args):
 
 def _tuned_specs(specs, setups, summaries) -> list:
     """The evaluation runs with each study's best hyperparameters."""
-    from bench.tuning import tuned_spec
+    from bench.tuning.search import tuned_spec
 
     tuned = []
     for setup, summary in zip(setups, summaries):
@@ -420,8 +420,8 @@ def _tuned_specs(specs, setups, summaries) -> list:
 
 def _run_tuned(args, env, specs, tuned, workers: int, executor: str) -> int:
     """The tuned runs (with the default ones as one SLURM job array), then the report."""
-    from bench.executors import run_specs
-    from bench.plan import save_plan
+    from bench.execution.executors import run_specs
+    from bench.protocol.plan import save_plan
 
     out = env.out
     save_plan(out, [*specs, *tuned], args.suite)  # for python -m bench.run --status --out OUT

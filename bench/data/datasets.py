@@ -32,7 +32,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.cache import load_entry, save_entry
+from bench.core.cache import load_entry, save_entry
+from bench.core.errors import BenchError, DataDamagedError, DataNotFoundError
+from bench.core.registry import Entry, Registry
 from bench.data.image_folder import (
     LAYOUT,
     decode_images,
@@ -42,8 +44,6 @@ from bench.data.image_folder import (
 )
 from bench.data.safe_pickle import RefusedPickle, load_data_pickle
 from bench.data.splits import FileSplit, Split, TensorSplit
-from bench.errors import BenchError, DataDamagedError, DataNotFoundError
-from bench.registry import Entry, Registry
 
 FOLDER_PREFIX = "folder:"
 
@@ -308,7 +308,7 @@ def _unpack(tar: Path, cache: Path) -> Path:
     st = tar.stat()
     dest = cache / "data" / f"{tar.name.split('.')[0]}-{st.st_size}"
     if not (dest / ".complete").exists():
-        from bench.files import owner_tag  # the owner's pid@host: a dead owner's is cleaned
+        from bench.core.files import owner_tag  # the owner's pid@host: a dead owner's is cleaned
 
         tmp = dest.with_name(dest.name + f".tmp{owner_tag()}")
         tmp.mkdir(parents=True, exist_ok=True)

@@ -19,10 +19,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from bench.core.errors import BenchError
+from bench.core.spec import DataSpec, ForgetSpec
 from bench.data.datasets import DatasetBundle
 from bench.data.splits import Split
-from bench.errors import BenchError
-from bench.spec import DataSpec, ForgetSpec
 
 VAL_SOURCES = ("train", "test")
 
@@ -160,7 +160,7 @@ def write_forget_index(out: Path, positions: Tensor) -> dict[str, str | int]:
     one forget set may both write it."""
     import io
 
-    from bench import records
+    from bench.core import records
 
     digest = positions_digest(positions)
     rel = f"{FORGET_DIR}/{digest}.npy"

@@ -6,7 +6,7 @@ of any format PIL reads (torchvision's ``IMG_EXTENSIONS``); classes are the sort
 folder names and labels their index, as ``torchvision.datasets.ImageFolder`` gives them.
 
 A folder is decoded once into uint8 tensors (N, C, H, W) with its per-channel mean and std,
-and cached as a verified entry (``bench.cache``) keyed by a hash of the file list and sizes,
+and cached as a verified entry (``bench.core.cache``) keyed by a hash of the file list and sizes,
 so later loads take well under a second and a changed folder is decoded afresh. A folder
 whose decoded tensors would exceed ``BENCH_FOLDER_MAX_BYTES`` (default 8 GiB) is streamed from
 disk instead (``FileSplit``), so an ImageNet-size folder never fills the memory.
@@ -25,9 +25,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.cache import load_entry, save_entry
+from bench.core.cache import load_entry, save_entry
+from bench.core.errors import BenchError
 from bench.data.splits import FileSplit, Split, TensorSplit
-from bench.errors import BenchError
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ moved to the compute device once; batches are index tensors into it and augmenta
 batches on the device (the airbench approach). Large ones (ImageNet) stream from disk through a
 torch DataLoader with workers. Both expose the same ``View`` API to methods, so a method never
 knows which kind it got. Pixels handed to models are float in [0, 1]: normalization lives inside
-the model (``bench.archs``).
+the model (``bench.models.archs``).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from bench import runtime
+from bench.core import runtime
 
 
 class Split:

@@ -18,7 +18,7 @@ import copy
 import torch
 from torch.nn import functional as F
 
-from bench.metrics import EvalInput, register_metric
+from bench.metrics.core import EvalInput, register_metric
 
 Rows = list[tuple[str, str, float]]
 
@@ -90,7 +90,7 @@ def relearn_epochs(
     with ``seed``, train mode, SGD momentum 0.9) until its accuracy on ``forget`` is >= ``goal``
     (in %), checked before the first epoch and after each one; ``cap + 1`` when the cap is hit.
     """
-    from bench.train import accuracy
+    from bench.models.train import accuracy
 
     m = copy.deepcopy(model)
     if accuracy(m, forget) >= goal:
@@ -116,7 +116,7 @@ def relearn_time(ev: EvalInput) -> Rows:
     comes back faster than knowledge never learned."""
     if ev.original is None or not ev.has("forget"):
         return []
-    from bench.train import accuracy
+    from bench.models.train import accuracy
 
     goal = (1 - RELEARN_ALPHA) * accuracy(ev.original, ev.views["forget"])
     return [("forget", "relearn_time", float(relearn_epochs(ev.model, ev.views["forget"], goal)))]

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import torch
 
-from bench.metrics import EvalInput, register_metric
+from bench.metrics.core import EvalInput, register_metric
 from bench.metrics.representation import confusion, default_layers, embeddings, layerwise_cka
 
 MAX_FORGET, MAX_RETAIN = 512, 512

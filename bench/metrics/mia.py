@@ -28,8 +28,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from bench.metrics import EvalInput, register_metric
-from bench.reference import Reference
+from bench.core.reference import Reference
+from bench.metrics.core import EvalInput, register_metric
 
 Rows = list[tuple[str, str, float]]
 

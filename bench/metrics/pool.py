@@ -8,7 +8,7 @@ The pure functions live in :mod:`bench.metrics.scores`; this module feeds them l
   method on the same forget set from the same pretrained model, other unlearning seeds;
   ``ev.replica_logits``);
 * the oracle pool, K models retrained without D_f (``ev.oracle_logits``,
-  :mod:`bench.oracle`), sized by the suite's ``pool_size`` (M = K = pool_size).
+  :mod:`bench.protocol.oracle`), sized by the suite's ``pool_size`` (M = K = pool_size).
 
 Pool metrics return no rows when the run has no pool (``pool_size`` 0) or at the "before"
 stage; large splits are subsampled (seeded) to :data:`MAX_POINTS` points, except by
@@ -22,7 +22,8 @@ import math
 import numpy as np
 import torch
 
-from bench.metrics import EvalInput, register_metric
+from bench.core.reference import Reference
+from bench.metrics.core import EvalInput, register_metric
 from bench.metrics.mia import entropy
 from bench.metrics.scores import (
     challenge_epsilons,
@@ -36,7 +37,6 @@ from bench.metrics.scores import (
     ulira_accuracy,
     zrf,
 )
-from bench.reference import Reference
 
 Rows = list[tuple[str, str, float]]
 
@@ -74,7 +74,7 @@ def zrf_metric(ev: EvalInput) -> Rows:
     D_f either). After unlearning only."""
     if ev.fresh is None or not ev.has("forget"):
         return []
-    from bench.train import predict
+    from bench.models.train import predict
 
     incompetent = ev._once("fresh", ev.fresh)
     p = torch.softmax(ev.logits("forget").double(), 1).cpu().numpy()

@@ -156,7 +156,7 @@ def linear_cka(x, y, *, method: str = "auto") -> float:
 
 
 def _is_normalize(m: nn.Module) -> bool:
-    from bench.archs import Normalize
+    from bench.models.archs import Normalize
 
     return isinstance(m, Normalize)
 

@@ -1,6 +1,6 @@
 """Equal-budget hyperparameter search for unlearning methods, selected without the test set.
 
-One study per (suite, method, forget spec): Optuna (``bench.study``) proposes hyperparameters
+One study per (suite, method, forget spec): Optuna (``bench.tuning.study``) proposes hyperparameters
 from the method's declared space (``register_method(search=...)``; trial 0 = the suite's
 defaults) and :func:`trial` scores them on *selection data the final evaluation never sees*:
 
@@ -42,9 +42,16 @@ from typing import Any
 
 import torch
 
-from bench.errors import BenchError
-from bench.method import METHODS, Context, UnlearnData, Withheld, make_hparams, method_needs
-from bench.spec import ForgetSpec, RunSpec, stable_hash
+from bench.core.errors import BenchError
+from bench.core.spec import ForgetSpec, RunSpec, stable_hash
+from bench.unlearning.method import (
+    METHODS,
+    Context,
+    UnlearnData,
+    Withheld,
+    make_hparams,
+    method_needs,
+)
 
 #: search seed i is SEARCH_SEED0 + i: far from every suite's replicate seeds (0..), the
 #: replica stride (10_000) and the oracle seeds (100_000 + i)
@@ -65,7 +72,7 @@ class TestWithheld(Withheld):
     def _msg(self) -> str:
         return (
             "the test split was read during a hyperparameter search: selection must use the "
-            "validation split and the validation forget set only (bench.tuning)"
+            "validation split and the validation forget set only (bench.tuning.search)"
         )
 
 
@@ -178,13 +185,13 @@ def search_oracle(spec: RunSpec, carved, forgotten: torch.Tensor, env) -> dict[s
     """Predictions (argmax) on every train row and validation row of a model retrained from
     scratch without ``forgotten`` (the search oracle), plus its per-example CE losses there;
     cached under ``CACHE/tune-oracle/`` by content, built once under a file lock."""
-    from bench import runtime
-    from bench.cache import load_entry, save_entry
+    from bench.core import runtime
+    from bench.core.cache import load_entry, save_entry
+    from bench.core.files import file_lock
     from bench.data import View, retain_positions
     from bench.data.forget import positions_digest
-    from bench.files import file_lock
-    from bench.oracle import ORACLE_SEED
-    from bench.train import TRAIN_CODE_VERSION, fresh_model, predict, train
+    from bench.models.train import TRAIN_CODE_VERSION, fresh_model, predict, train
+    from bench.protocol.oracle import ORACLE_SEED
 
     ident = {
         "search_oracle": 1,
@@ -245,11 +252,11 @@ def trial(
     stops the trial as pruned). The test split is guarded throughout."""
     import optuna
 
-    from bench import runtime
+    from bench.core import runtime
     from bench.data import View, carve, load_dataset, retain_positions
-    from bench.method import resolve_hparams
-    from bench.protocol import pretrained_with_artifacts
-    from bench.train import model_builder
+    from bench.models.train import model_builder
+    from bench.protocol.stages import pretrained_with_artifacts
+    from bench.unlearning.method import resolve_hparams
 
     spec = setup.spec
     runtime.configure(env.precision, env.compile, env.pretrain_precision)
@@ -320,7 +327,7 @@ def score(
     ``scored``: ``forget``, ``retain`` and ``val`` as (view, search oracle's per-row
     correctness on it), from :func:`scored_views`."""
     from bench.metrics.mia import ce_loss, logreg_mia
-    from bench.train import predict
+    from bench.models.train import predict
 
     part, logits = {}, {}
     for name in ("forget", "retain", "val"):

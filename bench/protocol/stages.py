@@ -24,12 +24,24 @@ from typing import Any
 import torch
 from torch import nn
 
-from bench import runtime
-from bench.cache import load_entry, save_entry
+from bench.core import runtime
+from bench.core.cache import load_entry, save_entry
+from bench.core.errors import BenchError, DiskFullError
+from bench.core.files import file_lock  # noqa: F401 - re-exported: its home before bench.core.files
+from bench.core.records import (
+    code_version,
+    disk_error,
+    disk_full_message,
+    hardware,
+    run_status,
+    write_records,
+)
+from bench.core.spec import RunSpec, stable_hash
 from bench.data import Carved, Locations, View, carve, load_dataset, retain_positions, select_forget
-from bench.errors import BenchError, DiskFullError
-from bench.files import file_lock  # noqa: F401 - re-exported: its home before bench.files
-from bench.method import (
+from bench.metrics import evaluate
+from bench.models.train import TRAIN_CODE_VERSION, fresh_model, model_builder, train
+from bench.protocol.progress import ProgressProbe
+from bench.unlearning.method import (
     METHODS,
     Context,
     UnlearnData,
@@ -38,18 +50,6 @@ from bench.method import (
     resolve_hparams,
     special_pretraining,
 )
-from bench.metrics import evaluate
-from bench.progress import ProgressProbe
-from bench.records import (
-    code_version,
-    disk_error,
-    disk_full_message,
-    hardware,
-    run_status,
-    write_records,
-)
-from bench.spec import RunSpec, stable_hash
-from bench.train import TRAIN_CODE_VERSION, fresh_model, model_builder, train
 
 log = logging.getLogger(__name__)
 
@@ -63,9 +63,9 @@ class Env:
     data_root: Path | None = None
     download: bool = False
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
-    #: bench.runtime: "auto" (bf16 autocast on CUDA, fp32 on the CPU), "fp32" or "bf16"
+    #: bench.core.runtime: "auto" (bf16 autocast on CUDA, fp32 on the CPU), "fp32" or "bf16"
     precision: str = "auto"
-    compile: bool = False  # torch.compile the model in bench.train.train
+    compile: bool = False  # torch.compile the model in bench.models.train.train
     #: the shared models' (pretrained original, oracles): "fp32" (default), "bf16" or "auto"
     pretrain_precision: str = "fp32"
     #: keep each finished run's unlearned weights as OUT/models/<run_id>.pt (--save-model)
@@ -118,11 +118,12 @@ def pretrain_key(spec: RunSpec, n_train: int, precision: str = "fp32") -> str:
 
 
 def prepare(unit, env: Env) -> dict[str, Any]:
-    """Build (or find cached) one shared model of a plan (``bench.plan.Unit``): the pretrained
+    """Build (or find cached) one shared model of a plan (``bench.protocol.plan.Unit``): the
+    pretrained
     model, or one oracle model, then leave the unit's cache marker. What the SLURM executor's
     first stage runs, so that run jobs only ever load these models."""
-    from bench.oracle import build_oracle_pool
-    from bench.plan import mark_prepared
+    from bench.protocol.oracle import build_oracle_pool
+    from bench.protocol.plan import mark_prepared
 
     runtime.configure(env.precision, env.compile, env.pretrain_precision)
     spec = unit.spec
@@ -155,7 +156,7 @@ def pretrained_with_artifacts(
     spec: RunSpec, carved: Carved, env: Env
 ) -> tuple[nn.Module, dict, dict[str, Any]]:
     """:func:`pretrained_model` plus what a special pretraining stored with the checkpoint
-    (``Context.pretrain_artifacts``; e.g. mnemonic codes, ``bench.mnemonic``)."""
+    (``Context.pretrain_artifacts``; e.g. mnemonic codes, ``bench.unlearning.mnemonic``)."""
     key = pretrain_key(spec, len(carved.train), runtime.pretrain_precision(env.device))
     if spec.checkpoint:
         return _from_checkpoint(spec, carved, env, key)
@@ -181,7 +182,7 @@ def pretrained_with_artifacts(
         special = special_pretraining(spec)
         hook, artifacts = None, {}
         if special is not None and special.startswith("mnemonic"):
-            from bench.mnemonic import pretraining
+            from bench.unlearning.mnemonic import pretraining
 
             hook, artifacts = pretraining(special, bundle, spec.train_seed)
         elif special is not None:
@@ -206,7 +207,7 @@ def pretrained_with_artifacts(
         if artifacts:
             blob["artifacts"] = artifacts
         save_entry(blob, path, key)
-        from bench.plan import Unit, mark_prepared
+        from bench.protocol.plan import Unit, mark_prepared
 
         mark_prepared(env.cache, Unit("pretrain", spec), {"key": key})
         return model.eval(), {**info, "cached": False}, artifacts
@@ -215,10 +216,10 @@ def pretrained_with_artifacts(
 def _from_checkpoint(
     spec: RunSpec, carved: Carved, env: Env, key: str
 ) -> tuple[nn.Module, dict, dict[str, Any]]:
-    """The user's weights imported as ``spec.checkpoint`` (``bench.checkpoint``) in a fresh
+    """The user's weights imported as ``spec.checkpoint`` (``bench.models.checkpoint``) in a fresh
     model of ``spec.arch``: the "pretrained" model of the run. Nothing is trained or cached
     beyond the imported state dict."""
-    from bench.checkpoint import cached_state_dict, load_into
+    from bench.models.checkpoint import cached_state_dict, load_into
 
     if special_pretraining(spec) is not None:
         raise BenchError(
@@ -248,7 +249,7 @@ def _from_checkpoint(
 class Supplied:
     """Unlearned models made elsewhere (``bench.eval``), evaluated by :func:`run` in place of
     a method call: ``models[0]`` is the scored model, ``models[1:]`` its replicas for the pool
-    metrics (state dicts in any layout :func:`bench.checkpoint.load_into` takes, loaded into
+    metrics (state dicts in any layout :func:`bench.models.checkpoint.load_into` takes, loaded into
     copies of the run's original model); ``forget`` the train positions they forgot when
     not ``spec.forget`` drawn as usual (an index file), then labelled ``forget_label``;
     ``meta`` joins the run's meta record."""
@@ -260,7 +261,7 @@ class Supplied:
     meta: dict[str, Any] = field(default_factory=dict)
 
     def model(self, model0: nn.Module, i: int) -> nn.Module:
-        from bench.checkpoint import load_into
+        from bench.models.checkpoint import load_into
 
         m = copy.deepcopy(model0)
         load_into(m, self.models[i], f"unlearned checkpoint {self.names[i]}")
@@ -475,7 +476,7 @@ def stage_unlearn(st: RunState, model: nn.Module, r: int, views: dict[str, View]
     probed = probe.seconds  # the probes' time during the method is not the method's
     t0 = time.perf_counter()
     # bf16 autocast when configured, its weight cache off so that forward passes after an
-    # update see the new weights (bench.runtime.autocast); decisions run in fp32 inside
+    # update see the new weights (bench.core.runtime.autocast); decisions run in fp32 inside
     with probe, runtime.autocast(dev):
         model = st.entry.obj(model, data, st.hp, ctx)
     _sync(dev)
@@ -545,7 +546,7 @@ def stage_write(st: RunState, model: nn.Module, forgotten: torch.Tensor) -> list
         **(supplied.meta if supplied is not None else {}),
     }
     if st.env.save_model:
-        from bench.saved_models import save_model
+        from bench.models.saved_models import save_model
 
         save_model(st.env.out, spec, model)
     return [meta, *st.rows, {"run_id": spec.run_id, "status": "done"}]
@@ -610,7 +611,7 @@ def _eval_context(
     """The optional :class:`bench.metrics.EvalInput` fields after unlearning request
     ``request``: the pretrained model, train positions of the views, a random-init model and,
     with ``pool_size`` (single requests only), the oracle pool and the unlearned replicas."""
-    from bench.oracle import build_oracle_pool
+    from bench.protocol.oracle import build_oracle_pool
 
     positions = {
         "forget": forgotten,
@@ -642,7 +643,7 @@ def write_artifacts(out: Path, run_id: str, request: int, artifacts: dict[str, d
 
     import numpy as np
 
-    from bench.records import atomic_write_bytes
+    from bench.core.records import atomic_write_bytes
 
     for name, arrays in artifacts.items():
         buf = io.BytesIO()
@@ -707,7 +708,7 @@ def _before(
     code version, device type and precision), so that the runs of a suite that share a
     forget set, each in its own worker process, score the pretrained model once (on a CPU,
     scoring 20k CIFAR images costs minutes)."""
-    from bench.oracle import positions_digest
+    from bench.protocol.oracle import positions_digest
 
     ident = {
         "pretrain": pre_info.get("key"),
@@ -737,7 +738,7 @@ def _before(
     if pre_info.get("key") is None:
         return rows
     if path is not None:
-        from bench.records import atomic_write_text
+        from bench.core.records import atomic_write_text
 
         atomic_write_text(path, json.dumps([list(r) for r in rows]))
     _BEFORE[key] = rows

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from bench.spec import DataSpec, ForgetSpec, Recipe
-from bench.suite_grid import (  # noqa: F401 - re-exported: their home before bench.suite_grid
+from bench.core.spec import DataSpec, ForgetSpec, Recipe
+from bench.suites.grid import (  # noqa: F401 - re-exported: their home before bench.suites.grid
     CHEAP_METRICS,
     DATASET_DEFAULTS,
     EXPENSIVE_METRICS,
@@ -401,9 +401,9 @@ register_suite(
 
 # SalUn's Table 1 protocol (salun-cifar10, salun-cifar10-cpu, salun-digits): its own module,
 # which registers them on import and needs the definitions above
-from bench import suites_salun  # noqa: E402, F401
+import bench.suites.salun  # noqa: E402, F401  (registers the salun-* suites)
 
-# Every paper suite at paper scale as one plan, for a cluster (bench.cluster).
+# Every paper suite at paper scale as one plan, for a cluster (bench.execution.cluster).
 register_composite(
     Composite(
         name="full",

@@ -11,9 +11,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from bench import runtime
+from bench.core import runtime
 from bench.data import View
-from bench.method import Context, hparam
+from bench.unlearning.method import Context, hparam
 
 
 def sgd(model: nn.Module, hp: Any) -> torch.optim.SGD:

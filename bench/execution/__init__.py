@@ -1,0 +1,1 @@
+"""Execution: local worker pools, SLURM through submitit, and worker lifelines."""
