@@ -4,7 +4,7 @@
     python -m pytest benchmarks/ -k "not smoke"       # without the 2-minute smoke run
 
 1. Pretraining epoch throughput: ours (uint8 data kept on the device, crop + flip in batches on
-   the device; ``bench.train.train``) against a reference written like the papers' code (a
+   the device; ``bench.models.train.train``) against a reference written like the papers' code (a
    torchvision-style dataset of uint8 arrays turned into PIL images, ``RandomCrop(32, 4)`` +
    ``RandomHorizontalFlip`` + ``ToTensor`` + ``Normalize`` per image, a ``DataLoader`` with
    workers), same model, optimizer, batch size and images, in the same process. Printed as a
@@ -80,7 +80,7 @@ def _arch(device) -> str:
 
 
 def _model(device, mean=MEAN, std=STD):
-    from bench.archs import build_model
+    from bench.models.archs import build_model
 
     torch.manual_seed(0)
     return build_model(_arch(device), 10, (3, 32, 32), mean, std).to(device)
@@ -95,9 +95,9 @@ def _sync(device):
 
 
 def test_pretrain_epoch_ours(benchmark, images, device):
+    from bench.core.spec import Recipe
     from bench.data.splits import TensorSplit, View
-    from bench.spec import Recipe
-    from bench.train import train
+    from bench.models.train import train
 
     x, y, src = images
     view = View(TensorSplit(x, y), torch.arange(len(y)), device, "train")
@@ -189,7 +189,7 @@ def test_pretrain_epoch_reference(benchmark, images, device):
 
 def test_evaluation_throughput(benchmark, images, device):
     from bench.data.splits import TensorSplit, View
-    from bench.train import predict
+    from bench.models.train import predict
 
     x, y, _ = images
     view = View(TensorSplit(x, y), torch.arange(len(y)), device, "eval")
@@ -213,13 +213,13 @@ def test_l2ul_stop_check_interval(benchmark, images, device, interval):
     """The ADV loop of L2UL (a forget batch of 32 + an adversarial batch of 256 per step, the
     stop rule checked on all of D_f after every step) with the rule read by the host after
     every step (interval 1) or once per 8 steps with snapshots and roll-back (interval 8,
-    the CUDA default; ``bench.unlearning.DeferredStop``). The rule is never met here (targets
+    the CUDA default; ``bench.unlearning.loops.DeferredStop``). The rule is never met here (targets
     the model does not predict), so both run the same number of steps."""
-    from bench import runtime
+    from bench.core import runtime
+    from bench.core.spec import Recipe
     from bench.data.splits import TensorSplit, View
-    from bench.method import Context
-    from bench.spec import Recipe
-    from bench.unlearning import ForgetCheck, run_until_forgotten
+    from bench.unlearning.loops import ForgetCheck, run_until_forgotten
+    from bench.unlearning.method import Context
 
     x, y, _ = images
     forget = View(TensorSplit(x[:32], y[:32]), torch.arange(32), device, "forget")
@@ -266,7 +266,7 @@ def test_mas_penalty_gradient(benchmark, device, how):
     """The MAS penalty's gradient for one L2UL step (mas_only, adv_mas): back-propagated through
     the penalty's value (the official code) or added to ``.grad`` with two fused foreach
     operations (``MASPenalty.add_grad``, what the harness does)."""
-    from bench.importance import MASPenalty
+    from bench.unlearning.importance import MASPenalty
 
     model = _model(device)
     params = dict(model.named_parameters())
@@ -295,14 +295,14 @@ def test_mas_penalty_gradient(benchmark, device, how):
 
 @pytest.fixture(scope="module")
 def smoke_env(tmp_path_factory):
-    from bench.protocol import Env
+    from bench.protocol.stages import Env
 
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     return Env(out=tmp_path_factory.mktemp("out"), cache=tmp_path_factory.mktemp("cache"))
 
 
 def _smoke_specs():
-    from bench.suites import SUITES
+    from bench.suites.catalog import SUITES
 
     return {
         s.method: s
@@ -315,8 +315,8 @@ def _smoke_specs():
 def test_unlearning_step(benchmark, method, smoke_env):
     import json
 
-    from bench.protocol import execute
-    from bench.records import record_path
+    from bench.core.records import record_path
+    from bench.protocol.stages import execute
 
     spec = _smoke_specs()[method]
     out = smoke_env.out / method
@@ -340,8 +340,8 @@ def test_evaluate_cheap_metrics(benchmark, smoke_env):
     from bench.data import carve, load_dataset, select_forget
     from bench.data.splits import View
     from bench.metrics import evaluate
-    from bench.protocol import pretrained_model
-    from bench.suites import CHEAP_METRICS
+    from bench.protocol.stages import pretrained_model
+    from bench.suites.catalog import CHEAP_METRICS
 
     spec = _smoke_specs()["neggrad"]
     b = load_dataset("digits", smoke_env.locations)
@@ -394,8 +394,8 @@ def test_l2ul_cifar10_suite_gpu(benchmark, tmp_path):
     """``l2ul-cifar10`` end to end on the CIFAR-10 JPEG copy: 6 methods x 4 k x 5 seeds = 120
     runs, pretraining included (fresh cache), report included; wall time and the GPU's mean
     utilization over the whole command."""
-    from bench.records import run_status
-    from bench.suites import SUITES
+    from bench.core.records import run_status
+    from bench.suites.catalog import SUITES
 
     root = _cifar_root()
     if root is None:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bench.l2ul import AdvFields, L2ULFields, MASFields, unlearn
-from bench.method import register_method
-from bench.reference import Reference
+from bench.core.reference import Reference
+from bench.unlearning.l2ul import AdvFields, L2ULFields, MASFields, unlearn
+from bench.unlearning.method import register_method
 
 
 @dataclass(frozen=True)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bench.l2ul import AdvFields, L2ULFields, unlearn
-from bench.method import register_method
-from bench.reference import Reference
+from bench.core.reference import Reference
+from bench.unlearning.l2ul import AdvFields, L2ULFields, unlearn
+from bench.unlearning.method import register_method
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,8 @@ def adv_only(model, data, hp: AdvOnlyHP, ctx):
     ``tests/conformance/test_l2ul_csm9493.py``.
 
     Algorithm: D_adv (k * n_adv images labelled with their attack *targets*) is generated once
-    per call from D_f with :func:`bench.attacks.make_adversarial_set` (model in eval mode). One
+    per call from D_f with :func:`bench.unlearning.attacks.make_adversarial_set` (model in eval
+    mode). One
     epoch zips the unshuffled adversarial batches (``adv_batch``) with the next batches of one
     unshuffled D_f cycle that runs on across epochs (the reference's ``itertools.cycle``). Each
     step puts the model in train mode and makes two forward passes, the adversarial batch

@@ -9,10 +9,10 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from bench import runtime
-from bench.method import register_method
-from bench.reference import Reference
-from bench.unlearning import other_labels
+from bench.core import runtime
+from bench.core.reference import Reference
+from bench.unlearning.loops import other_labels
+from bench.unlearning.method import register_method
 
 
 @dataclass(frozen=True)

@@ -10,10 +10,10 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from bench import runtime
-from bench.method import hparam, register_method
-from bench.reference import Reference
-from bench.unlearning import seeded_reset
+from bench.core import runtime
+from bench.core.reference import Reference
+from bench.unlearning.loops import seeded_reset
+from bench.unlearning.method import hparam, register_method
 
 
 @dataclass(frozen=True)
@@ -21,7 +21,8 @@ class BadTeacherHP:
     """Reference defaults (CIFAR experiments): 1 epoch, Adam lr 1e-4, KL temperature 1, batch
     256, a random ``retain_fraction`` = 30 % of D_r. ``teacher_init``: ``"fresh"`` (the
     reference's) = a newly constructed network of the run's architecture
-    (:meth:`bench.method.Context.fresh_model`); ``"reset"`` = a copy of the original with every
+    (:meth:`bench.unlearning.method.Context.fresh_model`); ``"reset"`` = a copy of the original
+    with every
     module's ``reset_parameters()`` called (the harness before this was fixed: on the ResNets
     conv weights at 0.41x a fresh net's std and a near-uniform teacher)."""
 
@@ -35,7 +36,8 @@ class BadTeacherHP:
 
 def reset_teacher(model: nn.Module, generator: torch.Generator) -> nn.Module:
     """A copy of ``model`` with every module's ``reset_parameters()`` called, in eval mode on
-    the model's device, seeded from ``generator`` alone (:func:`bench.unlearning.seeded_reset`;
+    the model's device, seeded from ``generator`` alone
+    (:func:`bench.unlearning.loops.seeded_reset`;
     the global RNG state is left as it was). Not the constructor's initialisation: a ResNet's
     constructor draws its convs Kaiming-normal (fan_out), ``Conv2d.reset_parameters`` draws
     Kaiming-uniform(a=sqrt(5)) (``teacher_init="reset"``)."""
@@ -47,7 +49,7 @@ def reset_teacher(model: nn.Module, generator: torch.Generator) -> nn.Module:
 def incompetent_teacher(model: nn.Module, ctx, init: str = "fresh") -> nn.Module:
     """The incompetent teacher: with ``init="fresh"`` a new network of the run's architecture
     with its constructor's initialisation, seeded from ``ctx.generator``
-    (:meth:`~bench.method.Context.fresh_model`), as the reference's
+    (:meth:`~bench.unlearning.method.Context.fresh_model`), as the reference's
     ``ResNet18(num_classes=..., pretrained=False).eval()``; with ``init="reset"``, or when the
     context has no model builder (a context made outside the protocol), :func:`reset_teacher`
     (then ``teacher_fresh`` = 0 is reported). Eval mode, never updated."""

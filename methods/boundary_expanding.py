@@ -9,11 +9,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from bench import runtime
-from bench.errors import BenchError
-from bench.method import register_method
-from bench.reference import Reference
-from bench.unlearning import SalUnTableSGD
+from bench.core import runtime
+from bench.core.errors import BenchError
+from bench.core.reference import Reference
+from bench.unlearning.loops import SalUnTableSGD
+from bench.unlearning.method import register_method
 from methods.boundary_shrink import CHEN_2023, fit_forget_to
 
 #: the reference this file restates (SalUn's Table 1 was produced with it)

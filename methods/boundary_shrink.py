@@ -11,9 +11,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from bench import runtime
-from bench.method import hparam, register_method
-from bench.reference import Reference
+from bench.core import runtime
+from bench.core.reference import Reference
+from bench.unlearning.method import hparam, register_method
 
 #: the paper of Boundary Shrink and Boundary Expanding (``methods/boundary_expanding.py``)
 CHEN_2023 = (

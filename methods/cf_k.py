@@ -10,8 +10,8 @@ from torch.nn import functional as F
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.conv import _ConvNd
 
-from bench.method import hparam, register_method
-from bench.reference import Reference
+from bench.core.reference import Reference
+from bench.unlearning.method import hparam, register_method
 
 # module types that count as a "layer" for last-k selection
 LAYER_TYPES = (nn.Linear, _ConvNd, _BatchNorm, nn.LayerNorm, nn.GroupNorm)

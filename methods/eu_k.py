@@ -5,9 +5,9 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 
-from bench.method import hparam, register_method
-from bench.reference import Reference
-from bench.unlearning import seeded_reset
+from bench.core.reference import Reference
+from bench.unlearning.loops import seeded_reset
+from bench.unlearning.method import hparam, register_method
 from methods.cf_k import GOEL_2022, SCRUB_RELEASE, select_layers, train_modules_on_retain
 
 
@@ -72,7 +72,7 @@ def eu_k(model, data, hp: EUkHP, ctx):
     statistics equal in float64, given the same fresh values). Deviations: the reference copies
     the original model's own initial weights (its init checkpoint); here each layer gets
     PyTorch's default init (``reset_parameters``, seeded from ``ctx.generator`` by
-    :func:`bench.unlearning.seeded_reset`). "Layer" = a parameterised Linear/Conv/Norm module
+    :func:`bench.unlearning.loops.seeded_reset`). "Layer" = a parameterised Linear/Conv/Norm module
     (the reference re-initialises ResNet ``layer4``: k=10 on this harness's ResNet-18s); the
     decayed lr is relative to ``lr``; ``epochs`` is fixed at the notebook's 25 rather than
     taken from the original model's training; the shuffles come from the run's generator."""

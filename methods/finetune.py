@@ -7,10 +7,10 @@ from dataclasses import dataclass
 import torch
 from torch.nn import functional as F
 
-from bench.l2ul import forget_batches, objective_check, relabel_targets, report_success
-from bench.method import hparam, register_method
-from bench.reference import Reference
-from bench.unlearning import cycle, sgd
+from bench.core.reference import Reference
+from bench.unlearning.l2ul import forget_batches, objective_check, relabel_targets, report_success
+from bench.unlearning.loops import cycle, sgd
+from bench.unlearning.method import hparam, register_method
 
 #: the reference this file restates (the FT of Unlearn-Saliency @ a6e89fd,
 #: ``Classification/unlearn/FT.py``, which SalUn's Table 1 ran, is the same loop without a mask)

@@ -9,9 +9,9 @@ from torch import nn
 from torch.func import functional_call, grad, vmap
 from torch.nn import functional as F
 
-from bench import runtime
-from bench.method import hparam, register_method
-from bench.reference import Reference
+from bench.core import runtime
+from bench.core.reference import Reference
+from bench.unlearning.method import hparam, register_method
 from methods.cf_k import last_k_modules
 
 

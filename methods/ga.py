@@ -7,9 +7,9 @@ from dataclasses import dataclass
 
 from torch.nn import functional as F
 
-from bench.method import register_method
-from bench.reference import Reference
-from bench.unlearning import SalUnTableSGD, sgd
+from bench.core.reference import Reference
+from bench.unlearning.loops import SalUnTableSGD, sgd
+from bench.unlearning.method import register_method
 
 #: the reference this file restates (the ``unlearn/GA.py`` of Unlearn-Sparse @ 80ba55d is the
 #: same loop); the table's runs used the file as first committed (9576623, Oct 2023): the same

@@ -10,9 +10,9 @@ from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 from torch.nn import functional as F
 
-from bench import runtime
-from bench.method import hparam, register_method
-from bench.reference import Reference
+from bench.core import runtime
+from bench.core.reference import Reference
+from bench.unlearning.method import hparam, register_method
 
 #: the reference this file restates (the SalUn copy; Unlearn-Sparse's ``unlearn/Wfisher.py``
 #: @ 80ba55d computes the same for CIFAR: its second ``woodfisher`` definition, N = 1000,

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bench.l2ul import L2ULFields, MASFields, unlearn
-from bench.method import register_method
-from bench.reference import Reference
+from bench.core.reference import Reference
+from bench.unlearning.l2ul import L2ULFields, MASFields, unlearn
+from bench.unlearning.method import register_method
 
 
 @dataclass(frozen=True)
@@ -56,13 +56,14 @@ def mas_only(model, data, hp: MasOnlyHP, ctx):
 
     Algorithm: MAS importance (Aljundi et al., ECCV 2018) of every parameter on D_f (train-mode
     copy of the model, batch ``mas_batch``), min-max normalized per tensor
-    (:mod:`bench.importance`); theta0 = the weights at the start of the call. Then NegGrad's
+    (:mod:`bench.unlearning.importance`); theta0 = the weights at the start of the call. Then
+    NegGrad's
     schedule: full unshuffled passes over D_f in train mode, stop rule (D_f accuracy exactly 0,
     eval mode) after each pass, at most ``max_epochs`` passes.
 
     The importance follows csm9493/L2UL @ 5fb777b (``utils.estimate_parameter_importance``):
     gradients accumulate across D_f batches (``mas_accumulate=True``, see
-    :func:`bench.importance.mas_importance`).
+    :func:`bench.unlearning.importance.mas_importance`).
 
     Deviations / project decisions: (1) the loss is inferred from the paper by removing the
     adversarial term of L2UL (spec section 5); (2) constant-importance tensors get penalty

@@ -7,10 +7,10 @@ from dataclasses import dataclass
 
 import torch
 
-from bench import mnemonic as mn
-from bench.errors import BenchError
-from bench.method import register_method
-from bench.reference import Reference
+from bench.core.errors import BenchError
+from bench.core.reference import Reference
+from bench.unlearning import mnemonic as mn
+from bench.unlearning.method import register_method
 
 
 @dataclass(frozen=True)
@@ -19,7 +19,8 @@ class MnemonicHP:
     1e4, ``t_mix`` 0.3; MNIST: 1e-3, 10, 0.1 (CUB 1e-4, 1.0, 0.1; STN 1e-4, 100, 0.1).
 
     ``t_mix`` and ``code_space`` are *pretraining* hyperparameters: they name the special
-    pretraining (``bench.mnemonic.special_name``), which is part of the pretraining cache key,
+    pretraining (``bench.unlearning.mnemonic.special_name``), which is part of the pretraining
+    cache key,
     so a t_mix sweep is a sweep of this hyperparameter. ``code_space``: ``pixel`` (project
     default; U[0, 1) pixels, as the reference does for MNIST) or ``input`` (U[0, 1) in the
     model's normalised input space, as the reference does for CIFAR-10/CUB/STN)."""
@@ -84,7 +85,8 @@ def mnemonic(model, data, hp: MnemonicHP, ctx):
     CIFAR model, our ``resnet18_kuangliu``). The step is restated from that code and compared
     with ours in ``tests/conformance/test_mnemonic_oneshotmu.py``.
 
-    Pretraining (``bench.mnemonic``; the protocol does it because of ``special_pretraining``):
+    Pretraining (``bench.unlearning.mnemonic``; the protocol does it because of
+    ``special_pretraining``):
     one U[0, 1) code per class; each training sample is replaced by its class's code with
     probability ``t_mix`` each time it is loaded; the codes are stored with the checkpoint and
     arrive here as ``ctx.pretrain_artifacts['mnemonic_codes']``.

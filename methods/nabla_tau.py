@@ -10,12 +10,12 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from bench import runtime
+from bench.core import runtime
+from bench.core.errors import BenchError
+from bench.core.reference import Reference
 from bench.data import View
-from bench.errors import BenchError
-from bench.method import hparam, register_method
-from bench.reference import Reference
-from bench.study import LogUniform
+from bench.tuning.study import LogUniform
+from bench.unlearning.method import hparam, register_method
 
 BN_MODES = ("eval", "train")
 REFERENCE = "https://github.com/dnl-trpp/Nabla-Tau/tree/1012093bbaf445e683d4dc40794ef0a611fb91bf"

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bench.method import hparam, register_method
-from bench.reference import Reference
+from bench.core.reference import Reference
+from bench.unlearning.method import hparam, register_method
 from methods.nabla_tau import REFERENCE, batch_count, unlearning_loop
 
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bench.l2ul import L2ULFields, unlearn
-from bench.method import register_method
-from bench.reference import Reference
-from bench.study import IntRange, LogUniform
+from bench.core.reference import Reference
+from bench.tuning.study import IntRange, LogUniform
+from bench.unlearning.l2ul import L2ULFields, unlearn
+from bench.unlearning.method import register_method
 
 
 @dataclass(frozen=True)

@@ -7,10 +7,10 @@ from dataclasses import dataclass
 import torch
 from torch.nn import functional as F
 
-from bench.l2ul import forget_batches, objective_check, relabel_targets, report_success
-from bench.method import register_method
-from bench.study import IntRange, LogUniform
-from bench.unlearning import cycle, other_labels, run_until_forgotten, sgd
+from bench.tuning.study import IntRange, LogUniform
+from bench.unlearning.l2ul import forget_batches, objective_check, relabel_targets, report_success
+from bench.unlearning.loops import cycle, other_labels, run_until_forgotten, sgd
+from bench.unlearning.method import register_method
 
 
 @dataclass(frozen=True)

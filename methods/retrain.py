@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bench.method import register_method
+from bench.unlearning.method import register_method
 
 
 @dataclass(frozen=True)

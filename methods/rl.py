@@ -10,12 +10,12 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from bench import runtime
+from bench.core import runtime
+from bench.core.errors import BenchError
+from bench.core.reference import Reference
 from bench.data import View
-from bench.errors import BenchError
-from bench.method import hparam, register_method
-from bench.reference import Reference
-from bench.unlearning import SalUnTableSGD, sgd
+from bench.unlearning.loops import SalUnTableSGD, sgd
+from bench.unlearning.method import hparam, register_method
 
 #: the reference's ``unlearn/RL.py`` as it was when the table was made (first commit, Oct
 #: 2023, unchanged for CIFAR-10 until f31f82e, Apr 2024): D_f relabelled, concatenated with

@@ -8,10 +8,10 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from bench import runtime
-from bench.method import hparam, register_method
-from bench.reference import Reference
-from bench.study import IntRange, LogUniform, Uniform
+from bench.core import runtime
+from bench.core.reference import Reference
+from bench.tuning.study import IntRange, LogUniform, Uniform
+from bench.unlearning.method import hparam, register_method
 from methods.rl import (
     CONFORMANCE,
     HEAD_COMMIT,

@@ -9,9 +9,9 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from bench.method import hparam, register_method
-from bench.reference import Reference
-from bench.study import IntRange, LogUniform
+from bench.core.reference import Reference
+from bench.tuning.study import IntRange, LogUniform
+from bench.unlearning.method import hparam, register_method
 
 
 @dataclass(frozen=True)

@@ -10,10 +10,10 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from bench import runtime
+from bench.core import runtime
+from bench.core.reference import Reference
 from bench.data import View
-from bench.method import hparam, register_method
-from bench.reference import Reference
+from bench.unlearning.method import hparam, register_method
 
 
 @dataclass(frozen=True)

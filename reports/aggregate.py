@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.records import iter_record_files
+from bench.core.records import iter_record_files
 
 KEYS = ["suite", "dataset", "arch", "method", "forget", "scenario"]
 #: label suffix of the method of a tuned run (``bench.tune``: rows with a ``tuned`` study)
@@ -51,7 +51,8 @@ def load(
 
 
 def with_planned(runs: pd.DataFrame, planned: list[dict] | None) -> pd.DataFrame:
-    """``runs`` plus a ``missing`` row for every run of ``planned`` (``bench.plan.planned_runs``)
+    """``runs`` plus a ``missing`` row for every run of ``planned``
+    (``bench.protocol.plan.planned_runs``)
     that has no record."""
     if not planned:
         return runs

@@ -21,8 +21,8 @@ REPRODUCTION = "reproduction.md"
 def build(results_dir: Path | str, out: Path | str | None = None) -> list[Path]:
     """Render everything for ``results_dir`` into ``out``; returns the written paths with
     ``index.html`` last. Raises ``ValueError`` for a missing or empty results dir."""
-    from bench.errors import BenchError
-    from bench.plan import planned_runs
+    from bench.core.errors import BenchError
+    from bench.protocol.plan import planned_runs
     from reports import figures, html
     from reports.aggregate import load, with_planned
 

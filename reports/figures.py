@@ -505,7 +505,7 @@ def trace_figure(
     split: str = "forget",
 ):
     """A traced quantity against optimizer steps during unlearning (``stage: "trace"`` rows,
-    see ``bench.progress``): one thin line per run in its method's :mod:`reports.style`
+    see ``bench.protocol.progress``): one thin line per run in its method's :mod:`reports.style`
     colour, with the method's marker every few steps, one panel per forget setting (first
     request); over :data:`reports.style.MAX_LINES` methods, one column per family and one row
     per forget setting. Steps on a log scale. The default, ``objective_unmet``, is the share

@@ -145,7 +145,7 @@ def markdown_to_html(text: str) -> str:
 
 def read_meta(results_dir: Path | str) -> list[dict]:
     """The ``meta`` line of every record under ``results_dir``."""
-    from bench.records import iter_records
+    from bench.core.records import iter_records
 
     return [r for r in iter_records(Path(results_dir)) if r.get("type") == "meta"]
 

@@ -103,7 +103,7 @@ def importances(results_dir: Path | str, study: str) -> dict[str, float]:
     try:
         import optuna
 
-        from bench.study import load_study
+        from bench.tuning.study import load_study
 
         s = load_study(Path(results_dir) / "tune", study)
         return {k: float(v) for k, v in optuna.importance.get_param_importances(s).items()}
@@ -116,7 +116,7 @@ def best_curves(results_dir: Path | str, studies: list[dict]) -> pd.DataFrame:
     study, from its journal: columns study, method, forget, trial, seconds, best."""
     from optuna.trial import TrialState
 
-    from bench.study import SECONDS, load_study
+    from bench.tuning.study import SECONDS, load_study
 
     rows = []
     for s in studies:

@@ -8,7 +8,7 @@ import socket
 import pytest
 import torch
 
-from bench.protocol import Env
+from bench.protocol.stages import Env
 
 
 class NetworkAccessError(RuntimeError):
@@ -58,7 +58,7 @@ def setup(tmp_path_factory):
     """A pretrained tiny model on the synthetic data, shared by a test module's method tests:
     ``(env, spec, bundle, carved, model)``."""
     from bench.data import carve, load_dataset
-    from bench.protocol import pretrained_model
+    from bench.protocol.stages import pretrained_model
     from tests.helpers import tiny_spec
 
     env = Env(out=tmp_path_factory.mktemp("out"), cache=tmp_path_factory.mktemp("cache"))

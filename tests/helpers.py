@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bench.spec import DataSpec, ForgetSpec, Recipe, RunSpec
+from bench.core.spec import DataSpec, ForgetSpec, Recipe, RunSpec
 
 TINY_RECIPE = Recipe(epochs=12, batch_size=32, lr=0.05)
 
@@ -21,7 +21,7 @@ FAST_HP = {
 def fast_hp(method: str) -> dict:
     """Hyperparameters for toy-sized test runs: the method's own ``quick_hp`` registration
     metadata (``@register_method(..., quick_hp={...})``), then this module's ``FAST_HP``."""
-    from bench.method import METHODS
+    from bench.unlearning.method import METHODS
 
     quick = METHODS.entry(method).meta.get("quick_hp") if method in METHODS else None
     return {**(quick or {}), **FAST_HP.get(method, {})}
@@ -67,7 +67,7 @@ def toy_data(n_f: int = 8, n_r: int = 40, seed: int = 0, classes: int = 4):
     import torch
 
     from bench.data import TensorSplit, View
-    from bench.method import UnlearnData, Withheld
+    from bench.unlearning.method import UnlearnData, Withheld
 
     g = torch.Generator().manual_seed(seed)
     x = torch.rand(n_f + n_r, 1, 4, 4, generator=g)
@@ -82,7 +82,7 @@ def toy_ctx(seed: int = 0, classes: int = 4):
     """A CPU method context seeded with ``seed``, for :func:`toy_data`."""
     import torch
 
-    from bench.method import Context
+    from bench.unlearning.method import Context
 
     return Context(
         torch.device("cpu"), seed, torch.Generator().manual_seed(seed), Recipe(), classes

@@ -1,4 +1,4 @@
-"""bench.archs: the kuangliu CIFAR ResNet-18 of the Mnemonic-code reference
+"""bench.models.archs: the kuangliu CIFAR ResNet-18 of the Mnemonic-code reference
 (github.com/tomyamkum/OneShotMU-with-MNCode @ b62107892948db7bde72927fa2eed40b6c43e21c,
 ``models/resnet.py``)."""
 
@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from bench.archs import build_model, count_params
 from bench.metrics.representation import default_layers
+from bench.models.archs import build_model, count_params
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.archs import Classifier
-from bench.attacks import l2_pgd_targeted, make_adversarial_set, random_targets
+from bench.models.archs import Classifier
+from bench.unlearning.attacks import l2_pgd_targeted, make_adversarial_set, random_targets
 
 C = 10
 

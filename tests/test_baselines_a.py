@@ -10,10 +10,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from bench.core.spec import Recipe
 from bench.data import View
 from bench.data.splits import TensorSplit
-from bench.method import Context, UnlearnData, Withheld, make_hparams
-from bench.spec import Recipe
+from bench.unlearning.method import Context, UnlearnData, Withheld, make_hparams
 from methods.amnesiac import amnesiac, wrong_labels
 from methods.bad_teacher import incompetent_teacher, reset_teacher, run_bad_teacher
 from methods.l1_sparse import add_l1_grad, l1_norm, l1_sparse, l1_weight
@@ -246,8 +246,8 @@ def test_protocol_context_builds_fresh_models_of_the_runs_architecture():
     Bad Teacher's incompetent teacher is a newly constructed network, not a reset copy."""
     from types import SimpleNamespace
 
-    from bench.archs import build_model
-    from bench.protocol import RunState
+    from bench.models.archs import build_model
+    from bench.protocol.stages import RunState
     from tests.helpers import tiny_spec
 
     spec = tiny_spec("bad_teacher", k=16, seed=0)

@@ -12,8 +12,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from bench.method import Context, UnlearnData, Withheld
-from bench.spec import Recipe
+from bench.core.spec import Recipe
+from bench.unlearning.method import Context, UnlearnData, Withheld
 from methods.boundary_shrink import BoundaryShrinkHP, boundary_shrink, neighbour_labels
 from methods.cf_k import CFkHP, cf_k, last_k_modules
 from methods.eu_k import EUkHP, eu_k

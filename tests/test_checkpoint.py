@@ -18,16 +18,16 @@ import pytest
 import torch
 from torch import nn
 
-from bench import checkpoint as ck
-from bench.archs import ARCHS, build_model
+from bench.core.errors import BenchError
+from bench.core.spec import DataSpec, RunSpec, parse_normalize
 from bench.data import Locations, carve, load_dataset, select_forget
 from bench.data.forget import retain_positions
-from bench.errors import BenchError
-from bench.plan import unit_id, units_for
-from bench.protocol import Env, pretrained_model
+from bench.models import checkpoint as ck
+from bench.models.archs import ARCHS, build_model
+from bench.protocol.plan import unit_id, units_for
+from bench.protocol.stages import Env, pretrained_model
 from bench.run import main, parser, plan
-from bench.spec import DataSpec, RunSpec, parse_normalize
-from bench.suites import SUITES
+from bench.suites.catalog import SUITES
 from tests.helpers import pinned_spec, tiny_spec
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -118,7 +118,7 @@ class _Payload:
         ("empty", {}, "holds no state dict"),
         ("a list", [1, 2, 3], "holds a list, not a state dict"),
         ("a tensor", torch.zeros(3), "holds a Tensor, not a state dict"),
-        ("a module", "module", "is a pickle that imports bench.archs."),
+        ("a module", "module", "is a pickle that imports bench.models.archs."),
         ("code", "payload", "is a pickle that imports io.open"),
         ("not torch", b"this is not a torch file\n", "cannot read checkpoint"),
     ],
@@ -452,7 +452,7 @@ def test_cli_bad_checkpoint_is_one_line_exit_2_before_any_run(bad, tmp_path, cap
     if bad in ("nan", "inf"):
         assert "NaN or infinite values in 1 tensor(s)" in err
     if bad == "module":  # torch's own text, cut at 200 characters, advised weights_only=False
-        assert "imports bench.archs" in err and "weights_only=False" not in err
+        assert "imports bench.models.archs" in err and "weights_only=False" not in err
         assert "torch.save(model.state_dict(), PATH)" in err
     if bad == "mismatch":
         assert "(--arch smallcnn) does not fit the architecture" in err

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.method import METHODS
 from bench.run import main
+from bench.unlearning.method import METHODS
 
 ROOT = Path(__file__).resolve().parent.parent
 

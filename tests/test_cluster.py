@@ -10,12 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from bench import cluster, plan
-from bench.errors import BenchError
-from bench.protocol import execute, is_running, prepare, run_lock
-from bench.records import write_records
-from bench.spec import RunSpec
-from bench.suites import SUITES
+from bench.core.errors import BenchError
+from bench.core.records import write_records
+from bench.core.spec import RunSpec
+from bench.execution import cluster
+from bench.protocol import plan
+from bench.protocol.stages import execute, is_running, prepare, run_lock
+from bench.suites.catalog import SUITES
 from tests.helpers import tiny_spec
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -22,7 +22,7 @@ def _view(n=512):
 
 
 def _model():
-    from bench.archs import build_model
+    from bench.models.archs import build_model
 
     torch.manual_seed(0)
     return build_model("smallcnn", 10, (3, 32, 32), (0.5,) * 3, (0.25,) * 3).to(CUDA)
@@ -38,8 +38,8 @@ class _NoSync:
 
 
 def test_training_epochs_never_sync():
-    from bench.spec import Recipe
-    from bench.train import train
+    from bench.core.spec import Recipe
+    from bench.models.train import train
 
     view, model = _view(), _model()
     recipe = Recipe(epochs=1, batch_size=64, augment="crop_flip")
@@ -49,9 +49,9 @@ def test_training_epochs_never_sync():
 
 
 def test_l2ul_stop_check_reads_once_per_interval():
-    from bench.method import Context
-    from bench.spec import Recipe
-    from bench.unlearning import DeferredStop, ForgetCheck, run_until_forgotten
+    from bench.core.spec import Recipe
+    from bench.unlearning.loops import DeferredStop, ForgetCheck, run_until_forgotten
+    from bench.unlearning.method import Context
 
     view, model = _view(), _model()
     forget = view.subset(torch.arange(32), "forget")

@@ -17,11 +17,11 @@ import torch
 from PIL import Image
 
 import bench.data.datasets as datasets_mod
+from bench.core.errors import BenchError, DataNotFoundError, UnknownNameError
+from bench.core.spec import DataSpec, ForgetSpec
 from bench.data.datasets import DatasetBundle, Locations, data_root, load_dataset
 from bench.data.forget import carve, retain_positions, select_forget
 from bench.data.splits import FileSplit, TensorSplit, View, augment_batch
-from bench.errors import BenchError, DataNotFoundError, UnknownNameError
-from bench.spec import DataSpec, ForgetSpec
 
 CIFAR10_CLASSES = [
     "airplane",

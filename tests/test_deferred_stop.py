@@ -1,4 +1,4 @@
-"""The stop rule read by the host once per few checks (``bench.unlearning.DeferredStop``): the
+"""The stop rule read by the host once per few checks (``bench.unlearning.loops.DeferredStop``): the
 roll-back to the first passing check gives exactly the model, step count, epochs and traces of
 a per-step check, on a constructed case and on the real methods."""
 
@@ -10,12 +10,12 @@ import pytest
 import torch
 from torch import nn
 
-import bench.unlearning as unlearning
-from bench.method import Context
-from bench.protocol import execute
-from bench.records import record_path
-from bench.spec import Recipe
-from bench.unlearning import DeferredStop, run_until_forgotten
+import bench.unlearning.loops as unlearning
+from bench.core.records import record_path
+from bench.core.spec import Recipe
+from bench.protocol.stages import execute
+from bench.unlearning.loops import DeferredStop, run_until_forgotten
+from bench.unlearning.method import Context
 from tests.helpers import tiny_spec
 from tests.test_l2ul import _with_hp
 from tests.test_methods import _call

@@ -14,7 +14,7 @@ import torch
 
 from bench import eval as beval
 from bench import run as brun
-from bench.spec import Recipe
+from bench.core.spec import Recipe
 
 #: a few pretraining epochs: enough for a model that is not random, in seconds
 QUICK = Recipe(epochs=3, batch_size=32, lr=0.05)
@@ -52,7 +52,7 @@ def made(tmp_path_factory):
     it (in this process; worker processes get the same Env pickled, see the continual test):
     ``(root, orig, out)``."""
     from bench.data import carve, load_dataset
-    from bench.protocol import Env, pretrained_model
+    from bench.protocol.stages import Env, pretrained_model
     from tests.helpers import tiny_spec
 
     root = tmp_path_factory.mktemp("ext")
@@ -116,10 +116,10 @@ def _base(made, *extra: str) -> list[str]:
 
 
 def test_save_model_writes_weights_and_spec(made):
-    from bench.checkpoint import load_into, read_state_dict
     from bench.data import load_dataset
-    from bench.protocol import Env
-    from bench.train import fresh_model
+    from bench.models.checkpoint import load_into, read_state_dict
+    from bench.models.train import fresh_model
+    from bench.protocol.stages import Env
 
     _, _, out = made
     recs = _records(out)
@@ -187,9 +187,9 @@ def test_eval_reproduces_the_runs_metrics(made, capsys):
 def test_forget_file_gives_the_same_values(made, capsys, tmp_path):
     """The forget set as an index file (.txt and .npy: one run, one identity) scores as the
     drawn one did; its label names the positions' digest."""
+    from bench.core.spec import ForgetSpec
     from bench.data import load_dataset, select_forget
-    from bench.protocol import Env
-    from bench.spec import ForgetSpec
+    from bench.protocol.stages import Env
 
     _, _, out = made
     bundle = load_dataset("synthetic", Env(out=tmp_path).locations)
@@ -313,12 +313,12 @@ def test_continual_run_keeps_its_final_model(tmp_path):
     passes it: the local one pickles it, SLURM jobs rebuild it from JobEnv)."""
     import pickle
 
-    from bench.checkpoint import read_state_dict
-    from bench.cluster import JobEnv
     from bench.data import carve, load_dataset
+    from bench.execution.cluster import JobEnv
     from bench.metrics import evaluate
-    from bench.protocol import Env, execute
-    from bench.train import fresh_model
+    from bench.models.checkpoint import read_state_dict
+    from bench.models.train import fresh_model
+    from bench.protocol.stages import Env, execute
     from tests.helpers import tiny_spec
 
     env = Env(out=tmp_path / "o", cache=tmp_path / "c", save_model=True)

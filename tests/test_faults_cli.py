@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-import bench.cluster
-import bench.executors
-import bench.protocol
+import bench.execution.cluster
+import bench.execution.executors
+import bench.protocol.stages
 from bench.run import main
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -80,8 +80,8 @@ def nothing_runs(monkeypatch):
         calls.append("launch")
         raise AssertionError("a bad input was submitted")
 
-    monkeypatch.setattr(bench.executors, "run_specs", run_specs)
-    monkeypatch.setattr(bench.cluster, "launch", launch)
+    monkeypatch.setattr(bench.execution.executors, "run_specs", run_specs)
+    monkeypatch.setattr(bench.execution.cluster, "launch", launch)
     return calls
 
 
@@ -142,7 +142,7 @@ def test_every_run_failed_exits_1(tmp_path, capsys, monkeypatch):
     def broken(spec, env):
         raise RuntimeError("this run breaks")
 
-    monkeypatch.setattr(bench.protocol, "run", broken)
+    monkeypatch.setattr(bench.protocol.stages, "run", broken)
     argv = ["--method", "neggrad,random_labels", "--seeds", "0", "--forget", "8"]
     code = main([*argv, "--executor", "debug", "--out", str(tmp_path / "out"), *QUIET])
     err = capsys.readouterr().err

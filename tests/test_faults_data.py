@@ -217,7 +217,7 @@ def test_decoded_data_cache_content_hash_is_checked(tmp_path, caplog):
 
 @pytest.fixture
 def env(tmp_path):
-    from bench.protocol import Env
+    from bench.protocol.stages import Env
 
     return Env(out=tmp_path / "out", cache=tmp_path / "cache", device=torch.device("cpu"))
 
@@ -228,12 +228,12 @@ def _pretrain_file(env) -> Path:
 
 
 def _no_training(monkeypatch):
-    import bench.protocol
+    import bench.protocol.stages
 
     def refuse(*a, **k):
         raise AssertionError("trained again although a valid cache entry exists")
 
-    monkeypatch.setattr(bench.protocol, "train", refuse)
+    monkeypatch.setattr(bench.protocol.stages, "train", refuse)
 
 
 def _warned_once(caplog, path: Path) -> None:
@@ -242,7 +242,7 @@ def _warned_once(caplog, path: Path) -> None:
 
 
 def test_truncated_pretrained_model_is_rebuilt_once(env, caplog, monkeypatch):
-    from bench.protocol import execute
+    from bench.protocol.stages import execute
 
     spec = tiny_spec("neggrad", k=8)
     assert execute(spec, env) == "done"
@@ -259,7 +259,7 @@ def test_truncated_pretrained_model_is_rebuilt_once(env, caplog, monkeypatch):
 
 
 def test_checkpoint_with_another_key_is_not_used(env, caplog, monkeypatch):
-    from bench.protocol import pretrain_key, pretrained_model
+    from bench.protocol.stages import pretrain_key, pretrained_model
 
     spec = tiny_spec("neggrad", k=8)
     other = dataclasses.replace(spec, train_seed=1)
@@ -280,7 +280,7 @@ def test_checkpoint_with_another_key_is_not_used(env, caplog, monkeypatch):
 
 
 def test_truncated_oracle_is_rebuilt(env, caplog):
-    from bench.oracle import build_oracle_pool
+    from bench.protocol.oracle import build_oracle_pool
 
     spec = tiny_spec("neggrad", k=8)
     carved = carve(load_dataset("synthetic", env.locations), spec.data)

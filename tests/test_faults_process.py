@@ -156,7 +156,7 @@ def _dead_pid() -> int:
 
 
 def test_stale_leftovers_cleaned_on_start_live_ones_kept(tmp_path, capsys):
-    from bench.files import owner_tag
+    from bench.core.files import owner_tag
     from bench.run import main
 
     out, cache = tmp_path / "out", tmp_path / "cache"
@@ -208,7 +208,7 @@ def test_stale_leftovers_cleaned_on_start_live_ones_kept(tmp_path, capsys):
 
 @pytest.mark.parametrize("umask,mode", [(0o022, 0o644), (0o002, 0o664)])
 def test_atomic_writes_honour_umask(tmp_path, umask, mode):
-    from bench.records import atomic_torch_save, atomic_write_text, write_records
+    from bench.core.records import atomic_torch_save, atomic_write_text, write_records
 
     previous = os.umask(umask)
     try:
@@ -227,7 +227,7 @@ _CRASHY = '''
 import os, signal, time
 from dataclasses import dataclass
 from pathlib import Path
-from bench.method import register_method
+from bench.unlearning.method import register_method
 
 @dataclass(frozen=True)
 class HP:
@@ -255,7 +255,7 @@ def crashy(tmp_path, monkeypatch):
     (a hand-written dist-info on PYTHONPATH)."""
     import importlib
 
-    from bench.method import METHODS
+    from bench.unlearning.method import METHODS
 
     site = tmp_path / "site"
     (site / "crashy_plugin-0.0.dist-info").mkdir(parents=True)
@@ -267,7 +267,7 @@ def crashy(tmp_path, monkeypatch):
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(site), str(ROOT)]))
     importlib.invalidate_caches()
     METHODS.list()
-    from bench.registry import load_entry_point_methods
+    from bench.core.registry import load_entry_point_methods
 
     load_entry_point_methods(METHODS)
     yield
@@ -281,9 +281,9 @@ def test_a_dying_worker_fails_only_its_own_run(crashy, tmp_path):
     the other completes."""
     import torch
 
-    from bench.executors import run_specs
-    from bench.protocol import Env
-    from bench.records import run_status
+    from bench.core.records import run_status
+    from bench.execution.executors import run_specs
+    from bench.protocol.stages import Env
     from tests.helpers import tiny_spec
 
     marker = str(tmp_path / "dying")

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from bench import records
-from bench.protocol import run_lock
-from bench.records import record_path, run_status, write_records
+from bench.core import records
+from bench.core.records import record_path, run_status, write_records
+from bench.core.spec import DataSpec, ForgetSpec
+from bench.protocol.stages import run_lock
 from bench.run import main
-from bench.spec import DataSpec, ForgetSpec
-from bench.suites import SUITES, Grid
+from bench.suites.catalog import SUITES, Grid
 from tests.helpers import TINY_RECIPE, fast_hp
 
 SUITE = "faults-tiny"
@@ -152,9 +152,9 @@ class _ThreadPool(cf.ThreadPoolExecutor):
 
 
 def test_local_executor_stops_submitting_on_a_full_disk(tmp_path, cache, monkeypatch):
-    from bench.errors import DiskFullError
-    from bench.executors import run_specs
-    from bench.protocol import Env
+    from bench.core.errors import DiskFullError
+    from bench.execution.executors import run_specs
+    from bench.protocol.stages import Env
 
     specs = _specs([0, 1, 2])
     real = records.atomic_write_bytes
@@ -253,7 +253,7 @@ def test_duplicate_seeds_are_planned_once_and_said_so(done_out, tmp_path, cache,
 
 
 def test_runs_done_or_running_in_another_launcher_are_counted(tmp_path, cache, monkeypatch, capsys):
-    import bench.executors as executors
+    import bench.execution.executors as executors
 
     specs = _specs([0, 1, 2])
     out = tmp_path / "out"

@@ -1,4 +1,5 @@
-"""The reference code as data (``bench.reference``): every built-in method names its reference at
+"""The reference code as data (``bench.core.reference``): every built-in method names its reference
+at
 a commit, or says why it has none; every named conformance test exists; no docstring claims
 "no deviation" without one; ``--list methods -v`` prints it; and the fidelity table of
 docs/methods.md is the registry's (``reports.fidelity``)."""
@@ -13,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from bench.errors import BenchError
-from bench.method import METHODS, register_method
-from bench.reference import Reference, describe, references_of
+from bench.core.errors import BenchError
+from bench.core.reference import Reference, describe, references_of
+from bench.unlearning.method import METHODS, register_method
 from reports import fidelity
 
 ROOT = Path(__file__).resolve().parents[1]

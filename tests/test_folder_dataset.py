@@ -14,11 +14,11 @@ from PIL import Image
 
 import bench.data.datasets as datasets_mod
 import bench.data.image_folder as folder_mod
+from bench.core.errors import BenchError
+from bench.core.spec import DataSpec, Recipe
 from bench.data import DATASETS, FileSplit, Locations, TensorSplit, carve, load_dataset
-from bench.errors import BenchError
 from bench.run import main
-from bench.spec import DataSpec, Recipe
-from bench.suites import dataset_defaults
+from bench.suites.catalog import dataset_defaults
 
 CLASSES = ["ant", "bee", "cat"]  # written unsorted below: labels follow the sorted names
 

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from bench.data.splits import TensorSplit, View
-from bench.importance import MASPenalty, mas_importance, normalize_importance
+from bench.unlearning.importance import MASPenalty, mas_importance, normalize_importance
 
 
 def _linear(seed: int = 0) -> nn.Linear:

@@ -9,14 +9,14 @@ import json
 import pytest
 import torch
 
-from bench.errors import BenchError
-from bench.importance import mas_importance, normalize_importance
-from bench.method import make_hparams
-from bench.protocol import execute
-from bench.records import record_path
-from bench.suites import SUITES
-from bench.train import accuracy
-from bench.unlearning import other_labels
+from bench.core.errors import BenchError
+from bench.core.records import record_path
+from bench.models.train import accuracy
+from bench.protocol.stages import execute
+from bench.suites.catalog import SUITES
+from bench.unlearning.importance import mas_importance, normalize_importance
+from bench.unlearning.loops import other_labels
+from bench.unlearning.method import make_hparams
 from tests.helpers import tiny_spec
 from tests.test_methods import _call
 
@@ -46,7 +46,7 @@ def test_misclassify_ends_at_zero_or_records_cap(name, setup):
 def test_adversarial_success_counts_target_hits_in_eval_mode():
     from torch import nn
 
-    from bench.l2ul import adversarial_success
+    from bench.unlearning.l2ul import adversarial_success
 
     model = nn.Sequential(nn.Flatten(), nn.Linear(2, 3, bias=False), nn.BatchNorm1d(3))
     with torch.no_grad():
@@ -218,7 +218,7 @@ def test_freeze_bn_holds_on_every_update_step(name, setup, monkeypatch):
         if id(module) in targets and torch.is_grad_enabled():
             seen.append(module.training)
 
-    import bench.l2ul as l2ul
+    import bench.unlearning.l2ul as l2ul
 
     real_unlearn = l2ul.unlearn
 

@@ -11,8 +11,10 @@ import pytest
 import torch
 
 import methods as methods_pkg
+from bench.core.spec import ForgetSpec
 from bench.data import View, retain_positions, select_forget
-from bench.method import (
+from bench.models.train import accuracy
+from bench.unlearning.method import (
     METHODS,
     Context,
     UnlearnData,
@@ -21,8 +23,6 @@ from bench.method import (
     method_needs,
     method_special_pretraining,
 )
-from bench.spec import ForgetSpec
-from bench.train import accuracy
 from tests.helpers import fast_hp, tiny_spec
 
 ALL = METHODS.list()
@@ -73,7 +73,7 @@ def _call(name, setup, seed=0, k=16, spy=None, trained_on=None):
     needs = method_needs(name, hp)
     artifacts = {}
     if method_special_pretraining(name, hp):
-        from bench.protocol import pretrained_with_artifacts
+        from bench.protocol.stages import pretrained_with_artifacts
 
         model0, _, artifacts = pretrained_with_artifacts(spec, carved, env)
     targets = bundle.train.targets.index_select(0, carved.train)
@@ -94,8 +94,8 @@ def _call(name, setup, seed=0, k=16, spy=None, trained_on=None):
         data = spy(data)
 
     def trainer(view):
-        from bench.train import fresh_model
-        from bench.train import train as train_fn
+        from bench.models.train import fresh_model
+        from bench.models.train import train as train_fn
 
         if trained_on is not None:
             trained_on.append(view)
@@ -179,7 +179,7 @@ def test_retrain_trains_from_scratch_on_retain_only(setup):
 
 
 def test_unknown_hparam_suggests_field():
-    from bench.errors import BenchError
+    from bench.core.errors import BenchError
 
     with pytest.raises(BenchError, match="max_epochs"):
         make_hparams("neggrad", {"max_epoch": 3})

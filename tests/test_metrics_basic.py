@@ -97,8 +97,8 @@ def test_relearn_time_metric_needs_the_original():
 
 
 def test_oracle_pool_is_cached_excludes_the_forget_set_and_stores_logits(setup, tmp_path):
-    from bench.oracle import build_oracle_pool
-    from bench.train import fresh_model, predict
+    from bench.models.train import fresh_model, predict
+    from bench.protocol.oracle import build_oracle_pool
 
     env, spec, bundle, carved, _ = setup
     forgotten = torch.arange(10)
@@ -130,7 +130,7 @@ def test_oracle_pool_is_cached_excludes_the_forget_set_and_stores_logits(setup, 
 def test_evaluate_passes_context_and_unknown_metric_is_refused():
     ev_rows = evaluate(nn.Identity(), {}, 3, ("ua",))
     assert ev_rows == []
-    from bench.errors import UnknownNameError
+    from bench.core.errors import UnknownNameError
 
     with pytest.raises(UnknownNameError):
         evaluate(nn.Identity(), {}, 3, ("uaa",))

@@ -9,9 +9,9 @@ import math
 import numpy as np
 import pytest
 
+from bench.core.records import record_path
 from bench.metrics import METRICS
-from bench.protocol import execute
-from bench.records import record_path
+from bench.protocol.stages import execute
 from tests.helpers import tiny_spec
 
 POOL_METRICS = ("klom", "klom_easydub", "challenge_score", "fqs", "ulira")
@@ -31,7 +31,7 @@ def _after(env, spec):
 @pytest.fixture(scope="module")
 def pooled(tmp_path_factory):
     """neggrad and retrain with every metric and a pool of 3 (one shared oracle pool)."""
-    from bench.protocol import Env
+    from bench.protocol.stages import Env
 
     env = Env(out=tmp_path_factory.mktemp("out"), cache=tmp_path_factory.mktemp("cache"))
     got = {}
@@ -151,7 +151,7 @@ def test_every_registered_metric_documents_its_ideal_and_cost():
 
 
 def test_suite_metric_tiers_cover_the_registry():
-    from bench.suites import CHEAP_METRICS, EXPENSIVE_METRICS, SUITES
+    from bench.suites.catalog import CHEAP_METRICS, EXPENSIVE_METRICS, SUITES
 
     by_cost = {
         c: {n for n in METRICS.list() if METRICS.entry(n).meta["cost"] == c}
@@ -164,7 +164,7 @@ def test_suite_metric_tiers_cover_the_registry():
 
 
 def test_smoke_records_mia_metrics_for_every_run(tmp_path):
-    from bench.suites import SUITES
+    from bench.suites.catalog import SUITES
 
     specs = SUITES.get("smoke").expand()
     mias = {"mia_svc", "mia_loss", "mia_entropy", "mia_entropy_shadow"}
@@ -173,8 +173,8 @@ def test_smoke_records_mia_metrics_for_every_run(tmp_path):
 
 @pytest.mark.slow
 def test_a_smoke_run_writes_mia_rows(tmp_path):
-    from bench.protocol import Env
-    from bench.suites import SUITES
+    from bench.protocol.stages import Env
+    from bench.suites.catalog import SUITES
 
     specs = SUITES.get("smoke").expand()
     mias = {"mia_svc", "mia_loss", "mia_entropy", "mia_entropy_shadow"}

@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import torch
 
+from bench.core.records import record_path
+from bench.core.spec import DataSpec, ForgetSpec, Recipe, RunSpec
 from bench.data import Locations, View, carve, load_dataset
 from bench.metrics import METRICS, evaluate, mia
-from bench.protocol import execute
-from bench.records import record_path
-from bench.spec import DataSpec, ForgetSpec, Recipe, RunSpec
-from bench.train import fresh_model, train
+from bench.models.train import fresh_model, train
+from bench.protocol.stages import execute
 
 MIA_METRICS = ("mia_loss", "mia_entropy", "mia_svc", "mia_entropy_shadow")
 MIA_ROWS = {

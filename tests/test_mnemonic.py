@@ -1,4 +1,4 @@
-"""Mnemonic-code unlearning (bench/mnemonic.py, methods/mnemonic.py): codes and mixing in
+"""Mnemonic-code unlearning (bench/unlearning/mnemonic.py, methods/mnemonic.py): codes and mixing in
 pretraining, the Fisher ratio and perturbation rules on hand-computed cases, the sign choice,
 the single weight update, and class removal on the toy data."""
 
@@ -12,13 +12,13 @@ import pytest
 import torch
 from torch import nn
 
-from bench import mnemonic as mn
+from bench.core.errors import BenchError
+from bench.core.spec import ForgetSpec
 from bench.data import View, carve, load_dataset
-from bench.errors import BenchError
-from bench.method import METHODS, Context, UnlearnData, Withheld, make_hparams
-from bench.protocol import Env, pretrain_key, pretrained_with_artifacts, run
-from bench.spec import ForgetSpec
-from bench.train import train
+from bench.models.train import train
+from bench.protocol.stages import Env, pretrain_key, pretrained_with_artifacts, run
+from bench.unlearning import mnemonic as mn
+from bench.unlearning.method import METHODS, Context, UnlearnData, Withheld, make_hparams
 from tests.helpers import TINY_RECIPE, tiny_spec
 
 CLASS0 = ForgetSpec("class", classes=(0,))

@@ -16,15 +16,15 @@ from torch import nn
 
 import methods.nabla_tau as nt
 import methods.nabla_tau_ft as ft
+from bench.core.errors import BenchError
+from bench.core.records import record_path
+from bench.core.spec import DataSpec, ForgetSpec, RunSpec, canonical_json
 from bench.data import View, carve, load_dataset, retain_positions, select_forget
 from bench.data.datasets import Locations
-from bench.errors import BenchError
-from bench.method import METHODS, Context, UnlearnData, Withheld, make_hparams
-from bench.protocol import execute
-from bench.records import record_path
-from bench.spec import DataSpec, ForgetSpec, RunSpec, canonical_json
-from bench.suites import SUITES
-from bench.train import accuracy
+from bench.models.train import accuracy
+from bench.protocol.stages import execute
+from bench.suites.catalog import SUITES
+from bench.unlearning.method import METHODS, Context, UnlearnData, Withheld, make_hparams
 from tests.helpers import tiny_spec
 
 
@@ -302,7 +302,7 @@ def test_carve_val_from_errors(tmp_path):
 
 
 def test_plan_estimates_count_the_test_half_not_a_smaller_train():
-    from bench.plan import _sizes
+    from bench.protocol.plan import _sizes
 
     spec = RunSpec("nabla_tau", data=DataSpec("cifar10", val_fraction=0.5, val_from="test"))
     assert _sizes(spec) == (50_000, 5_000)

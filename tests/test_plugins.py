@@ -10,8 +10,8 @@ import textwrap
 
 import pytest
 
-from bench.method import METHODS
-from bench.registry import load_entry_point_methods
+from bench.core.registry import load_entry_point_methods
+from bench.unlearning.method import METHODS
 
 
 @pytest.fixture
@@ -22,7 +22,7 @@ def installed_plugin(tmp_path, monkeypatch):
     (src / "ub_plugin_demo" / "__init__.py").write_text(
         textwrap.dedent('''
         from dataclasses import dataclass
-        from bench.method import register_method
+        from bench.unlearning.method import register_method
 
         @dataclass(frozen=True)
         class HP:
@@ -79,7 +79,7 @@ def installed_plugin(tmp_path, monkeypatch):
 
 
 def test_entry_point_plugin_registers_and_runs(installed_plugin, env):
-    from bench.protocol import execute
+    from bench.protocol.stages import execute
     from tests.helpers import tiny_spec
 
     assert installed_plugin not in METHODS.list()

@@ -1,7 +1,7 @@
 """Precision must not change decisions (issue #14, item 4).
 
 * Decisions taken on the same weights do not depend on the precision: the stop rule
-  (``bench.unlearning.ForgetCheck``) and Mnemonic's choice between its two candidates run in
+  (``bench.unlearning.loops.ForgetCheck``) and Mnemonic's choice between its two candidates run in
   fp32 inside the bf16 region, so they give exactly the fp32 answer.
 * Every registered method, run on the same fp32-pretrained tiny model once in fp32 and once
   under CPU bf16 autocast (the code path CUDA takes by default: ``runtime.configure("bf16")``
@@ -28,10 +28,13 @@ import pytest
 import torch
 from torch import nn
 
-from bench import runtime
+from bench.core import runtime
+from bench.core.spec import ForgetSpec
 from bench.data import View, retain_positions, select_forget
 from bench.data.splits import TensorSplit
-from bench.method import (
+from bench.models.train import accuracy
+from bench.unlearning.loops import ForgetCheck
+from bench.unlearning.method import (
     METHODS,
     Context,
     UnlearnData,
@@ -40,9 +43,6 @@ from bench.method import (
     method_needs,
     method_special_pretraining,
 )
-from bench.spec import ForgetSpec
-from bench.train import accuracy
-from bench.unlearning import ForgetCheck
 from tests.helpers import tiny_spec
 
 #: largest accuracy difference (percentage points) allowed between fp32 and bf16 on any split:
@@ -93,7 +93,7 @@ def _run(name, setup, precision):
     needs = method_needs(name, hp)
     artifacts = {}
     if method_special_pretraining(name, hp):
-        from bench.protocol import pretrained_with_artifacts
+        from bench.protocol.stages import pretrained_with_artifacts
 
         model0, _, artifacts = pretrained_with_artifacts(spec, carved, env)  # fp32, cached
     data = UnlearnData(
@@ -104,7 +104,7 @@ def _run(name, setup, precision):
     )
 
     def trainer(view):
-        from bench.train import fresh_model, train
+        from bench.models.train import fresh_model, train
 
         m = fresh_model(bundle, spec.arch, 0)
         return m, train(m, view, spec.recipe, 0)
@@ -122,7 +122,7 @@ def _run(name, setup, precision):
     runtime.configure(precision)
     try:
         torch.manual_seed(SEED)
-        with runtime.autocast(CPU):  # what bench.protocol wraps every method call in
+        with runtime.autocast(CPU):  # what bench.protocol.stages wraps every method call in
             model = METHODS.get(name)(copy.deepcopy(model0), data, hp, ctx)
     finally:
         runtime.configure("auto")
@@ -207,8 +207,8 @@ def test_mnemonic_choice_and_update_do_not_depend_on_precision(setup, negate, la
     parameters bit for bit (Fisher, ratio and candidates in fp32/float64, the scoring of the
     candidates in fp32). Before the fix both candidates were scored with ``w +``'s cached
     bf16 weights, a tie, so ``w -`` was chosen even where ``w +`` wins (``negate``)."""
-    from bench import mnemonic as mn
-    from bench.protocol import pretrained_with_artifacts
+    from bench.protocol.stages import pretrained_with_artifacts
+    from bench.unlearning import mnemonic as mn
 
     env, _, bundle, carved, _ = setup
     spec = tiny_spec("mnemonic", forget=ForgetSpec("class", classes=(0,)))

@@ -1,4 +1,5 @@
-"""Traces over unlearning progress for every method (``bench.progress``): the loss-MIA AUC on
+"""Traces over unlearning progress for every method (``bench.protocol.progress``): the loss-MIA AUC
+on
 constructed cases, the log-spaced schedule, a probe that changes nothing, and trace rows in the
 records of a baseline that has no tracing code of its own."""
 
@@ -10,9 +11,9 @@ import pytest
 import torch
 from torch import nn
 
-from bench.progress import ProgressProbe, loss_auc, probe_steps
-from bench.protocol import execute
-from bench.records import record_path
+from bench.core.records import record_path
+from bench.protocol.progress import ProgressProbe, loss_auc, probe_steps
+from bench.protocol.stages import execute
 from tests.helpers import tiny_spec
 
 
@@ -103,7 +104,7 @@ def test_traced_run_matches_untraced_model_and_traces_a_baseline(env, monkeypatc
     assert len(mia) == len(forget) and all(0.0 <= v <= 1.0 for v in mia)
 
     # the same run with the probe switched off gives the same test accuracy, bit for bit
-    import bench.protocol as protocol
+    import bench.protocol.stages as protocol
 
     class Off(ProgressProbe):
         def __enter__(self):
@@ -157,7 +158,7 @@ def test_worker_warnings_start_a_line_of_their_own_on_a_terminal():
     import io
     import logging
 
-    from bench.lifeline import log_on_own_lines
+    from bench.execution.lifeline import log_on_own_lines
 
     class Tty(io.StringIO):
         def isatty(self) -> bool:
@@ -168,8 +169,8 @@ def test_worker_warnings_start_a_line_of_their_own_on_a_terminal():
     try:
         for stream, prefix in ((Tty(), "\r\x1b[K"), (io.StringIO(), "")):
             log_on_own_lines(stream)
-            logging.getLogger("bench.cache").warning("entry moved aside")
+            logging.getLogger("bench.core.cache").warning("entry moved aside")
             root.removeHandler(root.handlers[-1])
-            assert stream.getvalue() == prefix + "WARNING bench.cache: entry moved aside\n"
+            assert stream.getvalue() == prefix + "WARNING bench.core.cache: entry moved aside\n"
     finally:
         root.handlers[:] = before

@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-from bench.executors import run_specs
-from bench.method import METHODS, register_method
-from bench.protocol import execute
-from bench.records import iter_records, record_path, run_status
+from bench.core.records import iter_records, record_path, run_status
+from bench.execution.executors import run_specs
+from bench.protocol.stages import execute
+from bench.unlearning.method import METHODS, register_method
 from tests.helpers import tiny_spec
 
 REQUIRED = {"run_id", "method", "dataset", "arch", "seed", "stage", "split", "metric", "value"}
@@ -129,8 +129,8 @@ def test_before_evaluation_is_shared_and_equal_to_a_fresh_one(env):
     per process): the cached rows equal a cold computation, row for row."""
     import json
 
-    import bench.protocol as protocol
-    from bench.records import record_path
+    import bench.protocol.stages as protocol
+    from bench.core.records import record_path
     from tests.helpers import tiny_spec
 
     def before(spec, out):
@@ -160,13 +160,13 @@ def test_retain_eval_scores_a_fixed_sample_and_unlearns_with_all_of_d_r(env):
     import torch
 
     from bench.data import carve, load_dataset, retain_positions, select_forget
-    from bench.protocol import pretrained_model
-    from bench.train import predict
+    from bench.models.train import predict
+    from bench.protocol.stages import pretrained_model
 
     def accuracy(model, view):
         return 100.0 * (predict(model, view).argmax(1).cpu() == view.targets.cpu()).float().mean()
 
-    from bench.spec import DataSpec
+    from bench.core.spec import DataSpec
 
     seen = {}
 
@@ -212,7 +212,7 @@ def test_retain_eval_scores_a_fixed_sample_and_unlearns_with_all_of_d_r(env):
 def test_before_rows_are_kept_on_disk_for_other_processes(env, monkeypatch):
     """A new worker process (empty in-process memo) reads the "before" rows from the cache
     instead of scoring the pretrained model again; the rows are the same."""
-    import bench.protocol as protocol
+    import bench.protocol.stages as protocol
 
     a, b = tiny_spec("neggrad", k=16, seed=2), tiny_spec("random_labels", k=16, seed=2)
     protocol._BEFORE.clear()

@@ -1,7 +1,7 @@
 import pytest
 
-from bench.errors import BenchError, UnknownNameError
-from bench.registry import Registry
+from bench.core.errors import BenchError, UnknownNameError
+from bench.core.registry import Registry
 
 
 def test_register_get_and_metadata():

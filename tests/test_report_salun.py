@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from bench.method import METHODS
+from bench.unlearning.method import METHODS
 from reports.aggregate import load
 from reports.build import build
 from reports.html import read_meta

@@ -10,7 +10,7 @@ import sys
 import pandas as pd
 import pytest
 
-from bench.method import METHODS
+from bench.unlearning.method import METHODS
 from reports import figures, style
 
 #: methods shipped in ``methods/`` (entry-point plugins installed in the environment excluded)

@@ -10,7 +10,6 @@ import pytest
 import torch
 from torch import nn
 
-from bench.archs import ARCHS, build_model
 from bench.metrics.representation import (
     confusion,
     default_layers,
@@ -19,6 +18,7 @@ from bench.metrics.representation import (
     layerwise_cka,
     linear_cka,
 )
+from bench.models.archs import ARCHS, build_model
 
 
 @pytest.fixture(autouse=True)

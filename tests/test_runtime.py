@@ -1,4 +1,4 @@
-"""bench.runtime: precision, layout and compile switches, and the bf16 path end to end (run on
+"""bench.core.runtime: precision, layout and compile switches, and the bf16 path end to end (run on
 the CPU here, through CPU autocast: the code path CUDA takes by default)."""
 
 from __future__ import annotations
@@ -8,9 +8,9 @@ import json
 import pytest
 import torch
 
-from bench import runtime
-from bench.protocol import Env, execute
-from bench.records import record_path
+from bench.core import runtime
+from bench.core.records import record_path
+from bench.protocol.stages import Env, execute
 from tests.helpers import tiny_spec
 
 
@@ -54,7 +54,7 @@ def test_forward_after_an_update_inside_the_method_region_sees_the_new_weights()
     outputs = []
     with runtime.autocast(cpu):  # the protocol's region around the method
         for _ in range(3):
-            with runtime.autocast(cpu):  # bench.train's region per step, nested
+            with runtime.autocast(cpu):  # bench.models.train's region per step, nested
                 out = model(x)
             assert out.dtype == torch.bfloat16
             # bf16 rounding of inputs and weights only: the current weights, not old ones
@@ -82,7 +82,7 @@ def test_shared_models_train_in_the_pretrain_precision_even_inside_a_bf16_region
         with runtime.shared(cpu):
             assert runtime.precision(cpu) == "fp32"
             assert not torch.is_autocast_enabled("cpu")
-            with runtime.autocast(cpu):  # bench.train's region per step: a no-op now
+            with runtime.autocast(cpu):  # bench.models.train's region per step: a no-op now
                 assert not torch.is_autocast_enabled("cpu")
         assert runtime.precision(cpu) == "bf16" and torch.is_autocast_enabled("cpu")
     runtime.configure("fp32", pretrain_precision="bf16")
@@ -99,15 +99,17 @@ def test_bf16_runs_start_from_the_fp32_original_unless_asked(tmp_path, monkeypat
     """Issue #14: a bf16 run and an fp32 run of one spec start from the same pretrained model
     (one cache entry, trained without autocast); ``pretrain_precision="bf16"`` trains another
     one under autocast, under a key of its own, and says so in the run's metadata."""
-    import bench.protocol as protocol
+    import bench.protocol.stages as protocol
+    from bench.core.spec import Recipe
     from bench.data import carve, load_dataset
-    from bench.spec import Recipe
 
     seen = []
     real_train = protocol.train
 
     def spy(*args, **kwargs):
-        seen.append(runtime.precision(torch.device("cpu")))  # what bench.train's autocast uses
+        seen.append(
+            runtime.precision(torch.device("cpu"))
+        )  # what bench.models.train's autocast uses
         return real_train(*args, **kwargs)
 
     monkeypatch.setattr(protocol, "train", spy)
@@ -147,7 +149,7 @@ def test_channels_last_only_for_cuda_and_4d():
 
 
 def _methods():
-    from bench.method import METHODS
+    from bench.unlearning.method import METHODS
 
     return METHODS.list()
 
@@ -169,15 +171,15 @@ SLOW_BF16 = {"adv_mas", "adv_only", "nabla_tau", "neggrad", "mnemonic", "retrain
 )
 def test_bf16_runs_end_to_end(tmp_path, bf16_cache, method):
     """Every method runs under bf16 autocast (what CUDA gets by default) and gives a sane model."""
-    from bench.method import METHODS
-    from bench.spec import ForgetSpec
+    from bench.core.spec import ForgetSpec
+    from bench.unlearning.method import METHODS
 
     env = Env(out=tmp_path / "o", cache=bf16_cache, precision="bf16")
     kinds = METHODS.entry(method).meta.get("forget_kinds") or ("instance",)
     forget = ForgetSpec("class", classes=(0,)) if "instance" not in kinds else None
     kw = {"forget": forget} if forget else {}
     if method == "nabla_tau":
-        from bench.spec import DataSpec
+        from bench.core.spec import DataSpec
 
         kw["data"] = DataSpec("synthetic", val_fraction=0.2)
     spec = tiny_spec(method, k=16, seed=1, **kw)

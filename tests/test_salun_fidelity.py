@@ -14,9 +14,9 @@ import pytest
 import torch
 from torch import nn
 
-from bench.method import METHODS, Context, make_hparams
-from bench.spec import Recipe
-from bench.suites import SUITES
+from bench.core.spec import Recipe
+from bench.suites.catalog import SUITES
+from bench.unlearning.method import METHODS, Context, make_hparams
 from methods.l1_sparse import l1_weight
 from methods.salun import saliency_mask
 from tests.helpers import toy_data

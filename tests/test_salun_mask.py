@@ -10,11 +10,11 @@ import pytest
 import torch
 from torch import nn
 
+from bench.core.errors import BenchError
+from bench.core.spec import Recipe
 from bench.data import View
 from bench.data.splits import TensorSplit
-from bench.errors import BenchError
-from bench.method import Context, UnlearnData, Withheld, make_hparams
-from bench.spec import Recipe
+from bench.unlearning.method import Context, UnlearnData, Withheld, make_hparams
 from methods.salun import saliency_mask, salun
 
 CPU = torch.device("cpu")

@@ -14,16 +14,16 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from bench import plan
-from bench.archs import ARCHS, build_model, count_params
+from bench.core.spec import ForgetSpec
 from bench.data import View, carve, load_dataset, select_forget
 from bench.data.forget import positions_digest, write_forget_index
 from bench.data.splits import TensorSplit
-from bench.method import METHODS, UnlearnData, Withheld, make_hparams
-from bench.protocol import Env, _write_forget_index
-from bench.spec import ForgetSpec
-from bench.suites import SUITES
-from bench.suites_salun import SALUN_OTHER_METHODS, SALUN_TABLE_METHODS
+from bench.models.archs import ARCHS, build_model, count_params
+from bench.protocol import plan
+from bench.protocol.stages import Env, _write_forget_index
+from bench.suites.catalog import SUITES
+from bench.suites.salun import SALUN_OTHER_METHODS, SALUN_TABLE_METHODS
+from bench.unlearning.method import METHODS, UnlearnData, Withheld, make_hparams
 from methods.ga import ga
 from methods.neggrad import neggrad
 from methods.rl import rl
@@ -274,8 +274,8 @@ def test_forget_index_is_content_addressed_and_readable_by_bench_eval(tmp_path):
 
 
 def test_every_run_records_its_forget_sets_digest_and_file(tmp_path):
-    from bench.executors import run_specs
-    from bench.records import iter_records
+    from bench.core.records import iter_records
+    from bench.execution.executors import run_specs
 
     grid = SUITES.get("salun-digits")
     forget = ForgetSpec("fraction", fraction=0.1)

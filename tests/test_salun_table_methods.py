@@ -13,14 +13,14 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from bench import runtime
-from bench.archs import build_model
+from bench.core import runtime
+from bench.core.errors import BenchError
+from bench.core.spec import Recipe
 from bench.data import View
-from bench.errors import BenchError
-from bench.method import METHODS, Context, UnlearnData, Withheld, make_hparams
+from bench.models.archs import build_model
+from bench.models.train import accuracy
 from bench.run import main
-from bench.spec import Recipe
-from bench.train import accuracy
+from bench.unlearning.method import METHODS, Context, UnlearnData, Withheld, make_hparams
 from methods.boundary_expanding import (
     BoundaryExpandingHP,
     boundary_expanding,
@@ -222,8 +222,8 @@ def test_boundary_expanding_is_the_references_loop_then_pruned():
 
 
 def test_boundary_expanding_lowers_forget_accuracy_keeping_the_classes(setup):
+    from bench.core.spec import ForgetSpec
     from bench.data import select_forget
-    from bench.spec import ForgetSpec
 
     env, _, bundle, carved, model0 = setup
 

@@ -165,7 +165,7 @@ def test_tuning_search_and_evaluations_through_slurm(tmp_path):
     _wait_for(idle, 600, "the search workers")
     second = call()
     assert "run array" in second
-    from bench.study import load_study
+    from bench.tuning.study import load_study
 
     study = load_study(out / "tune", "tune-digits-neggrad-k=32-val-gap")
     assert len(study.get_trials(deepcopy=False)) == 3

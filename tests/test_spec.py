@@ -2,8 +2,8 @@ import dataclasses
 
 import pytest
 
-from bench.errors import BenchError
-from bench.spec import ForgetSpec, RunSpec, canonical_json
+from bench.core.errors import BenchError
+from bench.core.spec import ForgetSpec, RunSpec, canonical_json
 from tests.helpers import pinned_spec
 
 

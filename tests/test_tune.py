@@ -1,4 +1,5 @@
-"""Equal-budget tuning (bench.study, bench.tuning, bench.tune): a toy optimum is found, budgets
+"""Equal-budget tuning (bench.tuning.study, bench.tuning.search, bench.tune): a toy optimum is
+found, budgets
 are enforced, studies survive kill -9 and parallel workers, the test split is never read."""
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.study import (
+from bench.tuning.study import (
     DEFAULT,
     SECONDS,
     STALE,
@@ -112,7 +113,7 @@ def test_median_pruner_is_an_option_off_by_default(tmp_path):
 _WORKER = """
 import sys, time
 from pathlib import Path
-from bench.study import Budget, IntRange, Uniform, optimize
+from bench.tuning.study import Budget, IntRange, Uniform, optimize
 root, name, n, sleep = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
 def f(params, report):
     time.sleep(sleep)
@@ -186,9 +187,9 @@ def test_search_never_reads_the_test_split(tmp_path, monkeypatch):
     reads it fails the trial with the guard's message."""
     import torch
 
-    from bench import tuning
-    from bench.protocol import Env
-    from bench.spec import DataSpec, Recipe
+    from bench.core.spec import DataSpec, Recipe
+    from bench.protocol.stages import Env
+    from bench.tuning import search as tuning
     from tests.helpers import tiny_spec
 
     env = Env(out=tmp_path / "out", cache=tmp_path / "cache", device=torch.device("cpu"))
@@ -233,9 +234,9 @@ def test_search_never_reads_the_test_split(tmp_path, monkeypatch):
 def test_validation_forget_set_is_disjoint_and_seeds_apart():
     import torch
 
+    from bench.core.spec import ForgetSpec
     from bench.data import select_forget
-    from bench.spec import ForgetSpec
-    from bench.tuning import SEARCH_SEED0, validation_forget
+    from bench.tuning.search import SEARCH_SEED0, validation_forget
 
     targets = torch.arange(200) % 4
     fs = ForgetSpec("instance", k=16)
@@ -253,11 +254,11 @@ def test_class_forgetting_is_scored_on_the_class_validation_images():
     classes' validation images, each against the search oracle's correctness there."""
     import torch
 
+    from bench.core.errors import BenchError
+    from bench.core.spec import ForgetSpec
     from bench.data import View
     from bench.data.splits import TensorSplit
-    from bench.errors import BenchError
-    from bench.spec import ForgetSpec
-    from bench.tuning import scored_views
+    from bench.tuning.search import scored_views
 
     val_targets = torch.tensor([0, 1, 2, 0, 1, 2, 0, 3])
     split = TensorSplit(torch.zeros(8, 1, 2, 2), val_targets)
@@ -274,9 +275,9 @@ def test_class_forgetting_is_scored_on_the_class_validation_images():
 
 
 def test_setup_rejects_clashing_seeds_and_missing_validation():
-    from bench.errors import BenchError
-    from bench.spec import DataSpec
-    from bench.tuning import SearchSetup
+    from bench.core.errors import BenchError
+    from bench.core.spec import DataSpec
+    from bench.tuning.search import SearchSetup
     from tests.helpers import tiny_spec
 
     spec = tiny_spec("neggrad", data=DataSpec("synthetic", val_fraction=0.2))
@@ -289,9 +290,9 @@ def test_setup_rejects_clashing_seeds_and_missing_validation():
 
 
 def test_search_spaces_declared_and_valid():
-    from bench.method import make_hparams
-    from bench.suites import TUNE_METHODS
-    from bench.tuning import search_space
+    from bench.suites.catalog import TUNE_METHODS
+    from bench.tuning.search import search_space
+    from bench.unlearning.method import make_hparams
 
     for m in TUNE_METHODS:
         space = search_space(m)
@@ -302,7 +303,7 @@ def test_search_spaces_declared_and_valid():
 
 
 def test_tuned_spec_keeps_default_ids_and_marks_records():
-    from bench.tuning import tuned_spec
+    from bench.tuning.search import tuned_spec
     from tests.helpers import pinned_spec
 
     base = pinned_spec()
@@ -381,7 +382,7 @@ def test_cpu_budget_clock_counts_this_process_work_not_waiting():
 
     import torch
 
-    from bench.tuning import device_clock
+    from bench.tuning.search import device_clock
 
     cpu = torch.device("cpu")
     t0 = device_clock(cpu)
@@ -450,9 +451,7 @@ def test_a_journal_with_a_damaged_last_record_is_repaired_and_the_search_resumes
     assert path.read_bytes().startswith(good)
 
 
-def test_a_journal_damaged_before_its_last_record_is_one_line_exit_2(
-    tuned_once, tmp_path, capsys
-):
+def test_a_journal_damaged_before_its_last_record_is_one_line_exit_2(tuned_once, tmp_path, capsys):
     import shutil
 
     from bench.tune import main

@@ -29,9 +29,9 @@ from torch import nn
 from torch.nn import functional as F
 
 import methods.amnesiac as am
+from bench.core.spec import Recipe
 from bench.data import TensorSplit, View
-from bench.method import METHODS, Context, UnlearnData, Withheld, make_hparams
-from bench.spec import Recipe
+from bench.unlearning.method import METHODS, Context, UnlearnData, Withheld, make_hparams
 
 C, N_F, N_R, BATCH = 4, 10, 27, 8  # 37 examples: batches of 8, last one of 5
 

@@ -34,10 +34,10 @@ from torch import nn
 from torch.nn import functional as F
 
 import methods.bad_teacher as bt
-from bench.archs import build_model
+from bench.core.spec import Recipe
 from bench.data import TensorSplit, View
-from bench.method import METHODS, Context, UnlearnData, Withheld, make_hparams
-from bench.spec import Recipe
+from bench.models.archs import build_model
+from bench.unlearning.method import METHODS, Context, UnlearnData, Withheld, make_hparams
 
 C = 4
 N_F, N_R = 10, 40

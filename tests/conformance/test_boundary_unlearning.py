@@ -43,9 +43,9 @@ from torch import nn
 from torch.nn import functional as F
 
 import methods.boundary_shrink as bs
+from bench.core.spec import Recipe
 from bench.data import TensorSplit, View
-from bench.method import METHODS, Context, UnlearnData, Withheld, make_hparams
-from bench.spec import Recipe
+from bench.unlearning.method import METHODS, Context, UnlearnData, Withheld, make_hparams
 
 C, N_F = 5, 22  # batches of 8: 8, 8, 6
 BATCH, EPOCHS, LR, WD, BOUND, PAD = 8, 3, 0.05, 5e-4, 0.1, 2

@@ -30,10 +30,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from bench.core.spec import Recipe
 from bench.data import TensorSplit, View
-from bench.method import METHODS, Context, UnlearnData, Withheld, make_hparams
-from bench.spec import Recipe
-from bench.unlearning import seeded_reset
+from bench.unlearning.loops import seeded_reset
+from bench.unlearning.method import METHODS, Context, UnlearnData, Withheld, make_hparams
 
 C, BATCH = 4, 8
 

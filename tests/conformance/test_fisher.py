@@ -33,9 +33,9 @@ from torch import nn
 from torch.nn import functional as F
 
 import methods.fisher as mf
+from bench.core.spec import Recipe
 from bench.data import TensorSplit, View
-from bench.method import METHODS, Context, UnlearnData, Withheld, make_hparams
-from bench.spec import Recipe
+from bench.unlearning.method import METHODS, Context, UnlearnData, Withheld, make_hparams
 
 C = 5  # classes
 

@@ -214,7 +214,7 @@ def test_registered_klom_easydub_equals_easydub_per_split():
 
 
 def test_klom_easydub_is_registered_with_its_reference():
-    from bench.reference import deviations_of, references_of
+    from bench.core.reference import deviations_of, references_of
 
     meta = METRICS.entry("klom_easydub").meta
     (ref,) = references_of(meta)

@@ -30,12 +30,12 @@ import pytest
 import torch
 from torch import nn
 
-import bench.l2ul as l2ul
+import bench.unlearning.l2ul as l2ul
+from bench.core.spec import Recipe
 from bench.data.splits import TensorSplit, View
-from bench.importance import mas_importance, normalize_importance
-from bench.method import Context, UnlearnData, Withheld, make_hparams
-from bench.spec import Recipe
-from bench.unlearning import ForgetCheck
+from bench.unlearning.importance import mas_importance, normalize_importance
+from bench.unlearning.loops import ForgetCheck
+from bench.unlearning.method import Context, UnlearnData, Withheld, make_hparams
 
 NUM_CLASSES = 3
 K, FORGET_BATCH = 6, 4  # two forget batches (4 + 2): the cycle's phase matters
@@ -96,7 +96,7 @@ def _run_harness(method: str, monkeypatch, **hp):
         fields["adv_batch"] = ADV_BATCH
     if method.endswith("mas"):
         fields["mas_batch"] = FORGET_BATCH  # the reference reuses the forget loader
-    from bench.method import METHODS
+    from bench.unlearning.method import METHODS
 
     out = METHODS.get(method)(model, data, make_hparams(method, fields), ctx)
     assert ctx.cap_hit

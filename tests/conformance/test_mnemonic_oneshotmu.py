@@ -1,4 +1,5 @@
-"""Conformance of Mnemonic code's one-shot forgetting step (``bench.mnemonic.one_shot_forget``)
+"""Conformance of Mnemonic code's one-shot forgetting step
+(``bench.unlearning.mnemonic.one_shot_forget``)
 with the reference code: github.com/tomyamkum/OneShotMU-with-MNCode at commit
 b62107892948db7bde72927fa2eed40b6c43e21c (``utils.py``: ``get_fishers``,
 ``test_with_MNCodes``; ``main.py``: ``forget``).
@@ -34,7 +35,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from bench import mnemonic as mn
+from bench.unlearning import mnemonic as mn
 
 #: three hand-made codes (one per class) for a 4-feature input
 CODES = torch.tensor(

@@ -25,10 +25,10 @@ from torch import nn
 from torch.nn import functional as F
 
 import methods.nabla_tau as nt
+from bench.core.spec import DataSpec, Recipe
 from bench.data import TensorSplit, View, carve, load_dataset
 from bench.data.datasets import Locations
-from bench.method import METHODS, Context, UnlearnData, Withheld, make_hparams
-from bench.spec import DataSpec, Recipe
+from bench.unlearning.method import METHODS, Context, UnlearnData, Withheld, make_hparams
 
 BATCH = 8
 N_F, N_R, N_V = 24, 100, 40  # F = 3, R = 13 batches: 13 forget-epochs, restarts every 4

@@ -30,9 +30,9 @@ import pytest
 import torch
 from torch import nn
 
+from bench.core.spec import Recipe
 from bench.data import TensorSplit, View
-from bench.method import METHODS, Context, UnlearnData, Withheld, make_hparams
-from bench.spec import Recipe
+from bench.unlearning.method import METHODS, Context, UnlearnData, Withheld, make_hparams
 
 C = 5
 SEED = 4

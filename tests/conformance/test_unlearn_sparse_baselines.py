@@ -40,9 +40,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from bench.core.spec import Recipe
 from bench.data import TensorSplit, View
-from bench.method import METHODS, Context, UnlearnData, Withheld, make_hparams
-from bench.spec import Recipe
+from bench.unlearning.method import METHODS, Context, UnlearnData, Withheld, make_hparams
 
 C, N_F, N_R, PAD, SEED = 5, 12, 30, 2, 7
 
