@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from reports.aggregate import AVG_GAP_TERMS, avg_gap
-from reports.tables import STD, final_rows, per_run_to_stats, pick
+from reports.frames import STD, final_rows, per_run_to_stats, pick
 
 #: SalUn Table 1 and the l1-sparse paper's dense Retrain row (tidy: one row per paper,
 #: setting, method and metric, with source and the hard / soft target flag)

@@ -111,8 +111,9 @@ def test_cycle_finder_finds_a_constructed_cycle():
     assert _cycles(graph, ["a", "b", "c", "d"]) == [["a", "b", "c"]]
 
 
-def test_no_import_cycle_among_bench_modules():
-    mods = _modules("bench")
+@pytest.mark.parametrize("package", ["bench", "reports"])
+def test_no_import_cycle_among_modules(package):
+    mods = _modules(package)
     cycles = _cycles(_graph(mods), sorted(mods))
     assert not cycles, f"import cycles: {cycles}"
 
