@@ -6,3 +6,7 @@ work: no downloads, no CUDA initialisation.
 """
 
 __version__ = "0.1.0"
+
+from bench import compat
+
+compat.install()  # the former flat module paths, for plugins (bench.compat)

@@ -131,3 +131,22 @@ def test_no_module_imports_another_modules_private_names(package):
                 if alias.name.startswith("_") and not alias.name.startswith("__"):
                     bad.append(f"{path.relative_to(ROOT)}: {node.module}.{alias.name}")
     assert not bad, bad
+
+
+def test_nothing_of_the_project_imports_a_former_module_path():
+    """``bench.method``, ``bench.spec``, ... are aliases for plugins (``bench.compat``): the
+    project itself imports the modules at their homes."""
+    from bench.compat import MOVED
+
+    former = {f"bench.{name}" for name in MOVED}
+    bad = []
+    for package in ("bench", "methods", "reports", "tests", "benchmarks"):
+        for path in _modules(package).values():
+            for node in _runtime_imports(ast.parse(path.read_text())):
+                names = (
+                    [node.module or ""] + [f"{node.module}.{a.name}" for a in node.names]
+                    if isinstance(node, ast.ImportFrom)
+                    else [a.name for a in node.names]
+                )
+                bad += [f"{path.relative_to(ROOT)}: {n}" for n in names if n in former]
+    assert not bad, bad

@@ -43,8 +43,8 @@ def test_the_shim_really_blocks(blocked_env):
 
 
 def test_every_module_but_the_slurm_tasks_imports_without_them(blocked_env):
-    """Only ``bench.execution.slurm_tasks`` (what SLURM jobs run; and its former path) may need
-    submitit at import time."""
+    """Only ``bench.execution.slurm_tasks`` (what SLURM jobs run) may need submitit at import
+    time."""
     code = (
         "import importlib, json, pkgutil\n"
         "import bench, methods, reports\n"
@@ -62,8 +62,7 @@ def test_every_module_but_the_slurm_tasks_imports_without_them(blocked_env):
     res = _run(["-c", code], blocked_env)
     assert res.returncode == 0, res.stderr
     assert json.loads(res.stdout.strip().splitlines()[-1]) == {
-        "bench.execution.slurm_tasks": "No module named 'submitit'",
-        "bench.slurm_tasks": "No module named 'submitit'",  # its former path, re-exported
+        "bench.execution.slurm_tasks": "No module named 'submitit'"
     }
 
 
