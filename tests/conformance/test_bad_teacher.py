@@ -35,9 +35,9 @@ from torch.nn import functional as F
 
 import methods.bad_teacher as bt
 from bench.core.spec import Recipe
-from bench.data import TensorSplit, View
 from bench.models.archs import build_model
-from bench.unlearning.method import METHODS, Context, UnlearnData, Withheld, make_hparams
+from bench.unlearning.method import METHODS, Context, make_hparams
+from tests.conformance.toys import ToDouble, toy_data
 
 C = 4
 N_F, N_R = 10, 40
@@ -49,15 +49,10 @@ SEED = 3
 pytestmark = pytest.mark.filterwarnings("ignore:reduction. 'mean' divides")
 
 
-class _ToDouble(nn.Module):
-    def forward(self, x):
-        return x.double()
-
-
 def _build() -> nn.Module:
     """The architecture's constructor (unseeded): what ``Context.model_builder`` is."""
     return nn.Sequential(
-        _ToDouble(),
+        ToDouble(),
         nn.Conv2d(3, 4, 3, padding=1, bias=False),
         nn.BatchNorm2d(4),
         nn.ReLU(),
@@ -78,13 +73,8 @@ def _trained() -> nn.Module:
 
 
 def _data():
-    g = torch.Generator().manual_seed(1)
-    x = torch.rand(N_F + N_R, 3, 8, 8, generator=g)
-    y = torch.randint(0, C, (N_F + N_R,), generator=g)
-    split = TensorSplit(x, y)
-    forget = View(split, torch.arange(N_F), name="forget")
-    retain = View(split, torch.arange(N_F, N_F + N_R), name="retain")
-    return UnlearnData(forget, retain, Withheld("val", "bad_teacher"), C), x
+    data, x, _ = toy_data(N_F, N_R, C, "bad_teacher")
+    return data, x
 
 
 def _ctx() -> Context:

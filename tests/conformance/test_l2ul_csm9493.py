@@ -36,6 +36,7 @@ from bench.data.splits import TensorSplit, View
 from bench.unlearning.importance import mas_importance, normalize_importance
 from bench.unlearning.loops import ForgetCheck
 from bench.unlearning.method import Context, UnlearnData, Withheld, make_hparams
+from tests.conformance.toys import ToDouble
 
 NUM_CLASSES = 3
 K, FORGET_BATCH = 6, 4  # two forget batches (4 + 2): the cycle's phase matters
@@ -44,18 +45,13 @@ EPOCHS = 2
 LR = 0.05  # larger than the paper's 1e-3 so that the steps move the weights visibly
 
 
-class _ToDouble(nn.Module):
-    def forward(self, x):
-        return x.double()
-
-
 def _net() -> nn.Module:
     """A tiny BatchNorm network computing in float64 (data stay float32, as the harness's
     loaders give them), so that both loops agree to rounding far below the tolerance and any
     difference in what they compute shows."""
     torch.manual_seed(0)
     return nn.Sequential(
-        _ToDouble(),
+        ToDouble(),
         nn.Conv2d(3, 4, 3, padding=1, bias=False),  # as in ResNets: a bias before BatchNorm
         # gets no gradient, constant importance, and the reference's 0/0 (our guard's case)
         nn.BatchNorm2d(4),

@@ -36,24 +36,19 @@ from torch import nn
 from torch.nn import functional as F
 
 from bench.core.spec import Recipe
-from bench.data import TensorSplit, View
-from bench.unlearning.method import METHODS, Context, UnlearnData, Withheld, make_hparams
+from bench.unlearning.method import METHODS, Context, make_hparams
 from methods.scrub import NABLA_TAU_HP, SMALL_SCALE_HP
+from tests.conformance.toys import ToDouble, toy_data
 
 C = 4
 N_F, N_R = 10, 30
 SEED = 5
 
 
-class _ToDouble(nn.Module):
-    def forward(self, x):
-        return x.double()
-
-
 def _net() -> nn.Module:
     torch.manual_seed(0)
     net = nn.Sequential(
-        _ToDouble(),
+        ToDouble(),
         nn.Conv2d(3, 4, 3, padding=1, bias=False),
         nn.BatchNorm2d(4),
         nn.ReLU(),
@@ -67,13 +62,7 @@ def _net() -> nn.Module:
 
 
 def _data():
-    g = torch.Generator().manual_seed(1)
-    x = torch.rand(N_F + N_R, 3, 8, 8, generator=g)
-    y = torch.randint(0, C, (N_F + N_R,), generator=g)
-    split = TensorSplit(x, y)
-    forget = View(split, torch.arange(N_F), name="forget")
-    retain = View(split, torch.arange(N_F, N_F + N_R), name="retain")
-    return UnlearnData(forget, retain, Withheld("val", "scrub"), C), x, y
+    return toy_data(N_F, N_R, C, "scrub")
 
 
 def _harness(hp: dict):

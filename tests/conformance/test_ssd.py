@@ -33,20 +33,16 @@ from torch import nn
 from bench.core.spec import Recipe
 from bench.data import TensorSplit, View
 from bench.unlearning.method import METHODS, Context, UnlearnData, Withheld, make_hparams
+from tests.conformance.toys import ToDouble
 
 C = 5
 SEED = 4
 
 
-class _ToDouble(nn.Module):
-    def forward(self, x):
-        return x.double()
-
-
 def _net() -> nn.Module:
     torch.manual_seed(0)
     net = nn.Sequential(
-        _ToDouble(),
+        ToDouble(),
         nn.Conv2d(3, 4, 3, padding=1, bias=False),
         nn.BatchNorm2d(4),
         nn.ReLU(),

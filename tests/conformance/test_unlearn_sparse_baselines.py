@@ -41,8 +41,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from bench.core.spec import Recipe
-from bench.data import TensorSplit, View
-from bench.unlearning.method import METHODS, Context, UnlearnData, Withheld, make_hparams
+from bench.unlearning.method import METHODS, Context, make_hparams
+from tests.conformance.toys import toy_data
 
 C, N_F, N_R, PAD, SEED = 5, 12, 30, 2, 7
 
@@ -71,13 +71,7 @@ def tiny_cnn() -> nn.Module:
 
 
 def _data():
-    g = torch.Generator().manual_seed(1)
-    x = torch.rand(N_F + N_R, 3, 8, 8, generator=g)
-    y = torch.randint(0, C, (N_F + N_R,), generator=g)
-    split = TensorSplit(x, y)
-    forget = View(split, torch.arange(N_F), name="forget")
-    retain = View(split, torch.arange(N_F, N_F + N_R), name="retain")
-    return UnlearnData(forget, retain, Withheld("val", "unlearn-sparse"), C), x, y
+    return toy_data(N_F, N_R, C, "unlearn-sparse")
 
 
 def _ctx() -> Context:

@@ -28,9 +28,9 @@ from torch import nn
 from torch.nn import functional as F
 
 from bench.core.spec import Recipe
-from bench.data import TensorSplit, View
-from bench.unlearning.method import METHODS, Context, UnlearnData, Withheld, make_hparams
+from bench.unlearning.method import METHODS, Context, make_hparams
 from methods.l1_sparse import l1_weight
+from tests.conformance.toys import ToDouble, toy_data
 
 C = 5
 N_F, N_R = 6, 22
@@ -40,15 +40,10 @@ SEED = 5
 RECIPE = Recipe(augment="crop_flip", crop_padding=PAD)
 
 
-class _ToDouble(nn.Module):
-    def forward(self, x):
-        return x.double()
-
-
 def _trained() -> nn.Module:
     torch.manual_seed(0)
     net = nn.Sequential(
-        _ToDouble(),
+        ToDouble(),
         nn.Conv2d(3, 4, 3, padding=1),
         nn.BatchNorm2d(4),
         nn.ReLU(),
@@ -64,13 +59,7 @@ def _trained() -> nn.Module:
 
 
 def _data():
-    g = torch.Generator().manual_seed(1)
-    x = torch.rand(N_F + N_R, 3, 8, 8, generator=g)
-    y = torch.randint(0, C, (N_F + N_R,), generator=g)
-    split = TensorSplit(x, y)
-    forget = View(split, torch.arange(N_F), name="forget")
-    retain = View(split, torch.arange(N_F, N_F + N_R), name="retain")
-    return UnlearnData(forget, retain, Withheld("val", "l1_sparse"), C), x, y
+    return toy_data(N_F, N_R, C, "l1_sparse")
 
 
 def _harness(gamma: float = GAMMA):
