@@ -26,12 +26,16 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def _rows(registry) -> list[str]:
+def _rows(registry, package: str) -> list[str]:
+    """One row per entry registered by this project's own ``package`` (plugins and test
+    registrations left out)."""
     rows = []
     for name in registry.list():
-        meta = registry.entry(name).meta
-        if meta.get("plugin"):
+        entry = registry.entry(name)
+        module = getattr(entry.obj, "__module__", "") or ""
+        if entry.meta.get("plugin") or not module.startswith(package + "."):
             continue
+        meta = entry.meta
         refs = references_of(meta)
         if refs:
             ref = "<br>".join(
@@ -52,26 +56,6 @@ def _rows(registry) -> list[str]:
     return rows
 
 
-def _builtin(registry, package: str):
-    """The entries registered by this project's own modules (plugins and test registrations
-    left out)."""
-
-    class View:
-        kind = registry.kind
-
-        def list(self):
-            return [
-                n
-                for n in registry.list()
-                if (getattr(registry.entry(n).obj, "__module__", "") or "").startswith(package)
-            ]
-
-        def entry(self, n):
-            return registry.entry(n)
-
-    return View()
-
-
 def table() -> str:
     """The Markdown of both tables (methods, then metrics)."""
     from bench.metrics import METRICS
@@ -84,11 +68,11 @@ def table() -> str:
     parts = [
         head.format("method"),
         sep,
-        *_rows(_builtin(METHODS, "methods")),
+        *_rows(METHODS, "methods"),
         "",
         head.format("metric"),
         sep,
-        *_rows(_builtin(METRICS, "bench.metrics")),
+        *_rows(METRICS, "bench.metrics"),
     ]
     return "\n".join(parts) + "\n"
 

@@ -156,7 +156,7 @@ def safe_walk(top: Path, root: Path, skipped: Skipped):
         for d in dirnames:
             full = os.path.join(dirpath, d)
             target = os.path.realpath(full)
-            if target in chain or any(_inside(c, target) for c in chain):
+            if any(_inside(c, target) for c in chain):
                 skipped.loops += 1  # a link back to this folder or to one above it
             elif os.path.islink(full) and not external and not _inside(target, real_root):
                 skipped.outside += 1
