@@ -37,7 +37,7 @@ import methods.bad_teacher as bt
 from bench.core.spec import Recipe
 from bench.models.archs import build_model
 from bench.unlearning.method import METHODS, Context, make_hparams
-from tests.conformance.toys import ToDouble, toy_data
+from tests.conformance.toys import ToDouble, assert_same_state, toy_data
 
 C = 4
 N_F, N_R = 10, 40
@@ -138,16 +138,6 @@ def _reference():
     return student, unlearning_teacher, steps
 
 
-def _assert_same_state(ours: nn.Module, ref: nn.Module, rtol: float = 1e-9) -> None:
-    theirs = ref.state_dict()
-    for name, value in ours.state_dict().items():
-        if value.is_floating_point():
-            scale = theirs[name].abs().max().clamp_min(1e-12)
-            assert float((value - theirs[name]).abs().max() / scale) <= rtol, name
-        else:
-            assert torch.equal(value, theirs[name]), name
-
-
 # ---------------------------------------------------------------------------------------------
 
 
@@ -163,14 +153,14 @@ def test_incompetent_teacher_is_a_newly_constructed_network(monkeypatch):
     _, ctx = _harness()
     _, teacher, _ = _reference()
     assert not seen["teacher"].training and ctx.extra["teacher_fresh"] == 1.0
-    _assert_same_state(seen["teacher"], teacher, rtol=0.0)
+    assert_same_state(seen["teacher"], teacher, rtol=0.0)
 
 
 def test_bad_teacher_equals_the_reference_loop():
     ours, ctx = _harness()
     ref, _, steps = _reference()
     assert ctx.steps == steps == EPOCHS * 4
-    _assert_same_state(ours, ref)
+    assert_same_state(ours, ref)
     # the weights moved, and so did the BatchNorm running statistics (train-mode student)
     moved = _trained().state_dict()
     assert float((ours.state_dict()["2.running_mean"] - moved["2.running_mean"]).abs().max()) > 0
@@ -203,7 +193,7 @@ def test_fresh_teacher_has_the_constructors_init_not_reset_parameters():
     teacher = bt.incompetent_teacher(original, ctx, "fresh")
     torch.manual_seed(int(torch.randint(0, 2**63 - 1, (1,), generator=g.manual_seed(0))))
     fresh = build()
-    _assert_same_state(teacher, fresh, rtol=0.0)
+    assert_same_state(teacher, fresh, rtol=0.0)
     reset = bt.reset_teacher(original, torch.Generator().manual_seed(0))
     convs = [n for n, m in fresh.named_modules() if isinstance(m, nn.Conv2d)]
     stds = {

@@ -38,7 +38,7 @@ from torch.nn import functional as F
 from bench.core.spec import Recipe
 from bench.unlearning.method import METHODS, Context, make_hparams
 from methods.scrub import NABLA_TAU_HP, SMALL_SCALE_HP
-from tests.conformance.toys import ToDouble, toy_data
+from tests.conformance.toys import ToDouble, assert_same_state, toy_data
 
 C = 4
 N_F, N_R = 10, 30
@@ -148,16 +148,6 @@ def reference_scrub(hp: dict):
     return model_s, steps
 
 
-def _assert_same_state(ours: nn.Module, ref: nn.Module, rtol: float = 1e-9) -> None:
-    theirs = ref.state_dict()
-    for name, value in ours.state_dict().items():
-        if value.is_floating_point():
-            scale = theirs[name].abs().max().clamp_min(1e-12)
-            assert float((value - theirs[name]).abs().max() / scale) <= rtol, name
-        else:
-            assert torch.equal(value, theirs[name]), name
-
-
 def _full(overrides: dict) -> dict:
     import dataclasses
 
@@ -188,7 +178,7 @@ def test_scrub_equals_the_reference_loop(case):
     ours, ctx = _harness(hp)
     ref, steps = reference_scrub(hp)
     assert ctx.steps == steps
-    _assert_same_state(ours, ref)
+    assert_same_state(ours, ref)
     moved = _net().state_dict()
     assert float((ours.state_dict()["5.weight"] - moved["5.weight"]).abs().max()) > 1e-4
     assert float((ours.state_dict()["2.running_var"] - moved["2.running_var"]).abs().max()) > 0

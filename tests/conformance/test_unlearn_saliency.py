@@ -43,7 +43,7 @@ from torch.nn import functional as F
 from bench.core.spec import Recipe
 from bench.unlearning.method import METHODS, Context, make_hparams
 from methods.salun import saliency_mask
-from tests.conformance.toys import ToDouble, toy_data
+from tests.conformance.toys import ToDouble, assert_same_state, toy_data
 
 C = 5
 N_F, N_R = 10, 22
@@ -192,16 +192,6 @@ def reference_rl(retain_mode: str, with_mask: bool = False, restore: bool = Fals
     return model, mask, steps
 
 
-def _assert_same_state(ours: nn.Module, ref: nn.Module, rtol: float = 1e-9) -> None:
-    theirs = ref.state_dict()
-    for name, value in ours.state_dict().items():
-        if value.is_floating_point():
-            scale = theirs[name].abs().max().clamp_min(1e-12)
-            assert float((value - theirs[name]).abs().max() / scale) <= rtol, name
-        else:
-            assert torch.equal(value, theirs[name]), name
-
-
 def _steps_per_epoch(retain_mode: str) -> int:
     if retain_mode == "union":
         return -(-(N_F + N_R) // BATCH)
@@ -241,7 +231,7 @@ def test_salun_equals_the_reference(retain_mode, mask_mode):
     ours, ctx = _harness("salun", retain_mode, mask_mode)
     ref, mask, steps = reference_rl(retain_mode, with_mask=True, restore=mask_mode == "hard")
     assert ctx.steps == steps == EPOCHS * _steps_per_epoch(retain_mode)
-    _assert_same_state(ours, ref)
+    assert_same_state(ours, ref)
     start = _trained().state_dict()
     # BatchNorm statistics moved (train mode), so did the salient weights
     assert float((ours.state_dict()["2.running_mean"] - start["2.running_mean"]).abs().max()) > 0
@@ -261,7 +251,7 @@ def test_rl_equals_the_reference(retain_mode):
     ours, ctx = _harness("rl", retain_mode)
     ref, _, steps = reference_rl(retain_mode)
     assert ctx.steps == steps == EPOCHS * _steps_per_epoch(retain_mode)
-    _assert_same_state(ours, ref)
+    assert_same_state(ours, ref)
 
 
 def test_the_two_loops_differ():

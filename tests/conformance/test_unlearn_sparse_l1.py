@@ -30,7 +30,7 @@ from torch.nn import functional as F
 from bench.core.spec import Recipe
 from bench.unlearning.method import METHODS, Context, make_hparams
 from methods.l1_sparse import l1_weight
-from tests.conformance.toys import ToDouble, toy_data
+from tests.conformance.toys import ToDouble, assert_same_state, toy_data
 
 C = 5
 N_F, N_R = 6, 22
@@ -128,16 +128,6 @@ def reference_ft_l1(alpha: float = GAMMA):
     return model, steps
 
 
-def _assert_same_state(ours: nn.Module, ref: nn.Module, rtol: float = 1e-9) -> None:
-    theirs = ref.state_dict()
-    for name, value in ours.state_dict().items():
-        if value.is_floating_point():
-            scale = theirs[name].abs().max().clamp_min(1e-12)
-            assert float((value - theirs[name]).abs().max() / scale) <= rtol, name
-        else:
-            assert torch.equal(value, theirs[name]), name
-
-
 # ---------------------------------------------------------------------------------------------
 
 
@@ -145,7 +135,7 @@ def test_l1_sparse_equals_the_reference_loop():
     ours, ctx = _harness()
     ref, steps = reference_ft_l1()
     assert ctx.steps == steps == EPOCHS * -(-N_R // BATCH)
-    _assert_same_state(ours, ref)
+    assert_same_state(ours, ref)
     start = _trained().state_dict()
     assert float((ours.state_dict()["2.running_mean"] - start["2.running_mean"]).abs().max()) > 0
     # the penalty acts: without it the weights end elsewhere

@@ -26,3 +26,15 @@ def toy_data(n_f: int, n_r: int, num_classes: int, method: str):
     forget = View(split, torch.arange(n_f), name="forget")
     retain = View(split, torch.arange(n_f, n_f + n_r), name="retain")
     return UnlearnData(forget, retain, Withheld("val", method), num_classes), x, y
+
+
+def assert_same_state(ours: nn.Module, ref: nn.Module, rtol: float = 1e-9) -> None:
+    """Every floating tensor of the state (parameters and BatchNorm running statistics) within
+    ``rtol`` of the reference's, relative to its largest entry; every other tensor equal."""
+    theirs = ref.state_dict()
+    for name, value in ours.state_dict().items():
+        if value.is_floating_point():
+            scale = theirs[name].abs().max().clamp_min(1e-12)
+            assert float((value - theirs[name]).abs().max() / scale) <= rtol, name
+        else:
+            assert torch.equal(value, theirs[name]), name
